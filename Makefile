@@ -1,0 +1,43 @@
+# simclr-teach: `make lab` to study, `make test` to check everything. See README.md.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NBTIMEOUT ?= 1800
+
+.PHONY: setup lab test test-unit test-notebooks notebooks bench lint clean
+
+# Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
+# requirements.txt or pyproject.toml change, so it is fast when already done.
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+lab: setup  ## open the course in JupyterLab
+	$(VENV)/bin/jupyter lab notebooks/
+
+test: test-unit test-notebooks  ## unit tests, then every notebook under nbval
+
+test-unit: setup
+	$(PY) -m pytest tests -m "not browser"
+
+test-notebooks: setup
+	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NBTIMEOUT) -p no:cacheprovider notebooks/
+
+notebooks: setup  ## re-execute every notebook in place (the committed outputs), then normalise
+	for nb in notebooks/*.ipynb; do \
+	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+	    --ExecutePreprocessor.timeout=$(NBTIMEOUT) "$$nb" || exit 1; \
+	done
+	$(VENV)/bin/nbstripout --keep-output --keep-count notebooks/*.ipynb
+
+bench: setup  ## benchmarks (see benchmarks/README.md)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf runs artifacts .pytest_cache

@@ -1,0 +1,107 @@
+"""Checkpoints written atomically, and the model they hold. Taught in 04_training_on_mnist.
+
+A checkpoint is one ``torch.save`` file holding the config, the weights, the optimizer and
+random-generator state (to resume exactly), the history and the package version. It is written
+to a temporary file beside the target and renamed over it, so a crash mid-write never leaves a
+half-written checkpoint: the reader sees the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from simclr_teach import __version__
+
+CHECKPOINT_FORMAT = 1  # bump when the layout of a checkpoint or of the models changes
+REQUIRED_KEYS = ("format", "version", "config", "model", "history")
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    config: Any,
+    history: Any,
+    optimizer: torch.optim.Optimizer | None = None,
+    generator: torch.Generator | None = None,
+) -> Path:
+    """Write a checkpoint atomically.
+
+    Args:
+        path: target file, e.g. ``runs/default/checkpoint.pt``.
+        model: the SimCLR module; its state_dict is stored (on CPU).
+        config: the ``TrainConfig`` it was trained with.
+        history: the ``History`` so far.
+        optimizer: stored so a resumed run continues exactly.
+        generator: the training generator (shuffling and augmentations), same reason.
+    """
+    from dataclasses import asdict
+
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "version": __version__,
+        "config": asdict(config),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "history": history.to_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "generator": generator.get_state() if generator is not None else None,
+    }
+    return atomic_save(state, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by ``save_checkpoint``; a clear error if it is missing or foreign.
+
+    Returns:
+        The stored dict: "config" and "history" as plain dicts, "model" a state_dict.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train one with `python -m simclr_teach train --out {path.parent}`"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"{path} is not a readable checkpoint ({error}); delete it and train again") from error
+    missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise ValueError(f"{path} is not a simclr_teach checkpoint (missing {missing}); train again")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path} has checkpoint format {state['format']}, this version reads {CHECKPOINT_FORMAT}; "
+            "delete it and train again"
+        )
+    return state
+
+
+def load_model(path: str | Path) -> nn.Module:
+    """The trained ``SimCLR`` module stored in a checkpoint, in eval mode, on the CPU."""
+    from simclr_teach.train import TrainConfig, build_model
+
+    state = load_checkpoint(path)
+    model = build_model(TrainConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()

@@ -1,0 +1,302 @@
+"""How good is a frozen representation? kNN, linear probe, t-SNE, alignment, uniformity.
+Taught in 05_evaluation_tsne_knn.
+
+We embed digits once with the frozen model and ask how well simple readers (a weighted kNN vote,
+a logistic regression) recover labels the encoder never saw. Baselines (raw pixels, the same
+network with random weights) show how much of that accuracy SimCLR earned.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from simclr_teach.model import preprocess
+
+
+def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 1024,
+          device: str | torch.device | None = None) -> Tensor:
+    """Features of a frozen SimCLR model: h = f(x) or z = g(f(x)) (Chen et al., 2020, sec. 2.1).
+
+    Runs in eval mode (BatchNorm uses its running statistics, Dropout is off) without autograd,
+    and puts every submodule back in the mode it was in, even if something fails.
+
+    Args:
+        images: uint8 digits (N, 28, 28) or (N, 1, 28, 28).
+        use: "h" for the representation (kept after training), "z" for the projection.
+        batch_size: digits per forward pass; bounds memory.
+        device: where to run; default is the device of the model's parameters.
+
+    Returns:
+        float32 CPU tensor (N, D) with D = D_h or D_z.
+    """
+    if use not in ("h", "z"):
+        raise ValueError(f"use must be 'h' (encoder output) or 'z' (head output), got {use!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    images = torch.as_tensor(images)
+    if len(images) == 0:
+        raise ValueError("images is empty; pass at least one digit")
+    if device is None:
+        tensors = [*model.parameters(), *model.buffers()]
+        device = tensors[0].device if tensors else torch.device("cpu")
+    modes = [(module, module.training) for module in model.modules()]  # restored per module
+    model.eval()
+    try:
+        features = []
+        with torch.no_grad():  # not inference_mode: its tensors could not be trained on later
+            for start in range(0, len(images), batch_size):
+                # move uint8 first (4x fewer bytes than float), then scale to [0, 1]
+                x = preprocess(images[start : start + batch_size].to(device))  # (B, 1, 28, 28)
+                h, z = model(x)  # (B, D_h), (B, D_z)
+                features.append((h if use == "h" else z).float().cpu())
+    finally:
+        for module, training in modes:
+            module.training = training
+    return torch.cat(features)
+
+
+def _check_features(features: Tensor, labels: Tensor | None, name: str) -> None:
+    if features.dim() != 2 or len(features) == 0:
+        raise ValueError(f"{name}_features must be non-empty (N, D), got {tuple(features.shape)}")
+    if labels is not None and labels.shape != (len(features),):
+        raise ValueError(f"{name}_labels must have shape ({len(features)},) like {name}_features "
+                         f"has rows, got {tuple(labels.shape)}")
+
+
+def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 8,
+                       batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """The k references most cosine-similar to each query, batched over queries.
+
+    Args:
+        queries: (Q, D). references: (N, D); a query that is also a reference finds itself first.
+        k: neighbours per query, capped at N.
+        batch_size: queries per (batch_size, N) similarity block; bounds memory.
+
+    Returns:
+        (similarities, indices), both (Q, min(k, N)), most similar first.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if queries.shape[1] != references.shape[1]:
+        raise ValueError(f"queries have D={queries.shape[1]}, references D={references.shape[1]}")
+    k = min(k, len(references))
+    references = F.normalize(references.float(), dim=1)  # (N, D), unit rows: dot = cosine
+    sims, indices = [], []
+    for start in range(0, len(queries), batch_size):
+        q = F.normalize(queries[start : start + batch_size].float().to(references.device), dim=1)
+        top_sim, top_idx = (q @ references.T).topk(k, dim=1)  # (B, N) -> (B, k)
+        sims.append(top_sim)
+        indices.append(top_idx)
+    return torch.cat(sims), torch.cat(indices)
+
+
+def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
+                k: int = 20, temperature: float = 0.1, batch_size: int = 1024) -> Tensor:
+    """Weighted kNN on cosine similarity (Wu et al., 2018, sec. 3.4), the usual SimCLR monitor.
+
+    Each of the k nearest training points votes for its label with weight exp(sim / temperature).
+
+    Args:
+        train_features: (N, D); train_labels: (N,) integer classes >= 0. test_features: (M, D).
+        k: neighbours that vote, capped at N. temperature: > 0; lower trusts the closest more.
+        batch_size: test queries per block, so memory stays O(batch_size * N).
+
+    Returns:
+        int64 predicted labels (M,).
+    """
+    train_features, test_features = torch.as_tensor(train_features), torch.as_tensor(test_features)
+    train_labels = torch.as_tensor(train_labels)
+    _check_features(train_features, train_labels, "train")
+    _check_features(test_features, None, "test")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if train_labels.is_floating_point() or int(train_labels.min()) < 0:
+        raise ValueError("train_labels must be integer classes >= 0 (e.g. digits 0..9)")
+    train_labels = train_labels.long().to(train_features.device)
+    num_classes = int(train_labels.max()) + 1
+    sims, indices = nearest_neighbours(test_features, train_features, k, batch_size)  # (M, k)
+    # softmax = exp(sim / t) rescaled per query: same vote, no overflow at small t
+    weights = torch.softmax(sims / temperature, dim=1)  # (M, k)
+    votes = torch.zeros(len(sims), num_classes, device=sims.device)
+    votes.scatter_add_(1, train_labels[indices], weights)  # (M, C) summed weight per class
+    return votes.argmax(dim=1)
+
+
+def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
+                 test_labels: Tensor, k: int = 20, temperature: float = 0.1,
+                 batch_size: int = 1024) -> float:
+    """Fraction of test points whose weighted kNN vote (see ``knn_predict``) is right, in [0, 1]."""
+    test_features, test_labels = torch.as_tensor(test_features), torch.as_tensor(test_labels)
+    _check_features(test_features, test_labels, "test")
+    predicted = knn_predict(train_features, train_labels, test_features, k, temperature, batch_size)
+    return (predicted.cpu() == test_labels.cpu().long()).float().mean().item()
+
+
+def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+
+
+def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
+                 test_labels: Tensor, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> float:
+    """Linear evaluation (Chen et al., 2020, sec. 2.3): logistic regression on frozen features.
+
+    Features are standardised with the mean and std of the training set only (no test leakage).
+
+    Args:
+        train_features: (N, D); train_labels: (N,). test_features: (M, D); test_labels: (M,).
+        C: inverse L2 strength of scikit-learn's LogisticRegression. max_iter: solver steps.
+        seed: ``random_state`` of the solver.
+
+    Returns:
+        Test accuracy in [0, 1].
+    """
+    from sklearn.linear_model import LogisticRegression  # imported here: keeps import light
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _check_features(torch.as_tensor(train_features), torch.as_tensor(train_labels), "train")
+    _check_features(torch.as_tensor(test_features), torch.as_tensor(test_labels), "test")
+    classifier = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
+    probe = make_pipeline(StandardScaler(), classifier)  # scaler is fit on train only
+    probe.fit(_numpy(train_features), _numpy(train_labels))
+    return float(probe.score(_numpy(test_features), _numpy(test_labels)))
+
+
+def tsne(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
+    """2-D t-SNE map (van der Maaten & Hinton, 2008) with PCA init; same seed, same map.
+
+    Args:
+        features: (N, D). When D > 50, PCA first reduces to 50 dims (the usual speed-up).
+        seed: seeds PCA and t-SNE. perplexity: about the number of neighbours kept; < N.
+
+    Returns:
+        float32 array (N, 2).
+    """
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    x = _numpy(features).astype(np.float32)
+    if x.ndim != 2 or perplexity >= len(x):
+        raise ValueError(f"need (N, D) features with N > perplexity={perplexity}, got {x.shape}; "
+                         "pass more points or a smaller perplexity")
+    if x.shape[1] > 50 and len(x) > 50:
+        x = PCA(n_components=50, random_state=seed).fit_transform(x)  # (N, 50)
+    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+
+
+def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:
+    """E ||f(x) - f(y)||^alpha over positive pairs, on the sphere (Wang & Isola, 2020, sec. 4.1).
+
+    Args:
+        z1, z2: (N, D) features of the two views; row i of z1 and row i of z2 are a positive pair.
+
+    Returns:
+        In [0, 2^alpha]; 0 when both views land on the same point (lower is better).
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(f"z1 and z2 must have one shape, got {tuple(z1.shape)}, {tuple(z2.shape)}")
+    z1, z2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)  # unit rows
+    return (z1 - z2).norm(dim=1).pow(alpha).mean().item()
+
+
+def uniformity(z: Tensor, t: float = 2) -> float:
+    """log E exp(-t ||f(x) - f(y)||^2) over distinct pairs (Wang & Isola, 2020, sec. 4.1).
+
+    Args:
+        z: (N, D) features, N >= 2; normalised to the unit sphere here.
+
+    Returns:
+        In [-4t, 0]: 0 when all points collapse to one, more negative when spread out.
+    """
+    if z.dim() != 2 or len(z) < 2:
+        raise ValueError(f"uniformity needs (N, D) features with N >= 2, got {tuple(z.shape)}")
+    z = F.normalize(z.float(), dim=1)
+    squared_distances = torch.pdist(z).pow(2)  # (N(N-1)/2,) one per pair i < j, each in [0, 4]
+    return squared_distances.mul(-t).exp().mean().log().item()
+
+
+def pixel_features(images: Tensor) -> Tensor:
+    """Baseline: raw pixels as features. uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1]."""
+    return preprocess(torch.as_tensor(images)).flatten(1)
+
+
+def random_init_like(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Baseline: a copy of ``model`` with fresh random weights (``reset_parameters`` everywhere).
+
+    Seeded inside ``torch.random.fork_rng``, so the global RNG is left as it was. BatchNorm
+    running statistics are reset too. ``model`` itself is not touched.
+    """
+    fresh = copy.deepcopy(model)
+    cuda = sorted({p.device.index or 0 for p in fresh.parameters() if p.is_cuda})
+    resets = 0
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        for module in fresh.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+                resets += 1
+    if resets == 0 and any(True for _ in fresh.parameters()):
+        raise ValueError("no submodule has reset_parameters(); give custom layers one")
+    return fresh
+
+
+def evaluate_features(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
+                      test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200), probe: bool = True,
+                      temperature: float = 0.1, seed: int = 0) -> dict[str, float]:
+    """kNN accuracy for each k and, if ``probe``, linear-probe accuracy of one feature set.
+
+    Returns:
+        {"knn@1": ..., "knn@5": ..., ..., "linear": ...}, accuracies in [0, 1].
+    """
+    data = (train_features, train_labels, test_features, test_labels)
+    scores = {f"knn@{k}": knn_accuracy(*data, k=k, temperature=temperature) for k in ks}
+    if probe:
+        scores["linear"] = linear_probe(*data, seed=seed)
+    return scores
+
+
+def evaluation_table(model: nn.Module, train_images: Tensor, train_labels: Tensor,
+                     test_images: Tensor, test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
+                     probe: bool = True, seed: int = 0) -> list[dict]:
+    """SimCLR h and z against raw pixels and the same network untrained, one row each.
+
+    Args:
+        model: a SimCLR model (forward returns (h, z)).
+        train_images, test_images: uint8 digits (N, 28, 28); train_labels, test_labels: (N,).
+        ks, probe: as in ``evaluate_features``. seed: of the random-init copy and the probe.
+
+    Returns:
+        Rows {"features": name, "dim": D, "knn@k": ..., "linear": ...}; see ``format_table``.
+    """
+    untrained = random_init_like(model, seed)
+    feature_sets = {  # name -> (train features, test features)
+        "SimCLR h": (embed(model, train_images, "h"), embed(model, test_images, "h")),
+        "SimCLR z": (embed(model, train_images, "z"), embed(model, test_images, "z")),
+        "raw pixels": (pixel_features(train_images), pixel_features(test_images)),
+        "random-init encoder": (embed(untrained, train_images), embed(untrained, test_images)),
+    }
+    rows = []
+    for name, (train_f, test_f) in feature_sets.items():
+        scores = evaluate_features(train_f, train_labels, test_f, test_labels, ks, probe, seed=seed)
+        rows.append({"features": name, "dim": train_f.shape[1], **scores})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Fixed-width text table of ``evaluation_table`` rows; accuracies in percent, 1 decimal."""
+    if not rows:
+        raise ValueError("rows is empty; pass the list that evaluation_table returns")
+    metrics = [key for key in rows[0] if key not in ("features", "dim")]
+    width = max(len("features"), *(len(str(row["features"])) for row in rows))
+    header = f"{'features':<{width}}  {'dim':>5}" + "".join(f"  {m:>8}" for m in metrics)
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        cells = [f"{100 * row[m]:8.1f}" if row.get(m) is not None else f"{'-':>8}" for m in metrics]
+        lines.append(f"{row['features']:<{width}}  {row['dim']:>5}  " + "  ".join(cells))
+    return "\n".join(lines)

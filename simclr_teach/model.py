@@ -1,0 +1,169 @@
+"""Encoder f, projection head g and the SimCLR model that chains them. Taught in 04_training_on_mnist.
+
+SimCLR (Chen et al., 2020, sec. 2.1): h = f(x) is the representation kept for downstream tasks,
+z = g(h) is the projection the contrastive loss sees, and is thrown away after training.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the MNIST training set
+
+
+def preprocess(images: Tensor) -> Tensor:
+    """uint8 digits -> the float input every model takes.
+
+    Args:
+        images: uint8 (N, 28, 28) or (N, 1, 28, 28) with values 0..255, or float already in [0, 1].
+
+    Returns:
+        float32 (N, 1, 28, 28) in [0, 1]. The models standardise it themselves (first layer),
+        so augmentations can work in [0, 1].
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
+    if images.dim() != 4 or images.shape[1] != 1:
+        raise ValueError(
+            f"expected digits of shape (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}"
+        )
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    return images.float()
+
+
+class Standardize(nn.Module):
+    """(x - mean) / std with the MNIST statistics, so inputs in [0, 1] reach the net centred."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - MNIST_MEAN) / MNIST_STD
+
+
+class MLPEncoder(nn.Module):
+    """The blog post's encoder done right: flatten, then an MLP. h has ``out_dim`` features.
+
+    Args:
+        hidden: width of the hidden layers.
+        out_dim: size of the representation h.
+        in_pixels: 784 for 28x28 digits.
+    """
+
+    def __init__(self, hidden: int = 512, out_dim: int = 128, in_pixels: int = 784) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Sequential(
+            Standardize(),
+            nn.Flatten(),  # (N, 1, 28, 28) -> (N, 784): linear layers need vectors
+            nn.Linear(in_pixels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, 1, 28, 28) in [0, 1] -> h: (N, out_dim)."""
+        return self.net(x)
+
+
+def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    # 3x3 conv without bias (BatchNorm has one), then BN and ReLU
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+    )
+
+
+class ConvEncoder(nn.Module):
+    """A small CNN for 28x28 digits (the course's default encoder f).
+
+    Four 3x3 conv blocks with BatchNorm, two max-pools (28 -> 14 -> 7), global average pooling.
+    h has ``4 * width`` features.
+
+    Args:
+        width: channels of the first block; later blocks use 2x and 4x.
+    """
+
+    def __init__(self, width: int = 32) -> None:
+        super().__init__()
+        self.out_dim = 4 * width
+        self.net = nn.Sequential(
+            Standardize(),
+            _conv_block(1, width),                                # (N, w, 28, 28)
+            nn.MaxPool2d(2),                                      # (N, w, 14, 14)
+            _conv_block(width, 2 * width),                        # (N, 2w, 14, 14)
+            nn.MaxPool2d(2),                                      # (N, 2w, 7, 7)
+            _conv_block(2 * width, 4 * width),                    # (N, 4w, 7, 7)
+            _conv_block(4 * width, 4 * width),                    # (N, 4w, 7, 7)
+            nn.AdaptiveAvgPool2d(1),                              # (N, 4w, 1, 1)
+            nn.Flatten(),                                         # (N, 4w)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: (N, 1, 28, 28) in [0, 1] -> h: (N, 4 * width)."""
+        return self.net(x)
+
+
+class ProjectionHead(nn.Module):
+    """g: a two-layer MLP from h to the space where the loss is computed (paper, sec. 2.1).
+
+    Args:
+        in_dim: size of h.
+        hidden: hidden width.
+        out_dim: size of z.
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 128, out_dim: int = 64) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, out_dim),
+        )
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h: (N, in_dim) -> z: (N, out_dim)."""
+        return self.net(h)
+
+
+class SimCLR(nn.Module):
+    """Encoder f followed by projection head g; ``forward`` returns both h and z.
+
+    Args:
+        encoder: maps (N, 1, 28, 28) to h (N, D_h); must have an ``out_dim`` attribute.
+        head: maps h to z (N, D_z).
+    """
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x: (N, 1, 28, 28) in [0, 1] -> (h (N, D_h), z (N, D_z))."""
+        h = self.encoder(x)
+        return h, self.head(h)
+
+
+def build_simclr(
+    encoder: str = "conv", width: int = 32, proj_hidden: int = 128, proj_dim: int = 64
+) -> SimCLR:
+    """A SimCLR model from a few names and sizes (what ``TrainConfig`` stores).
+
+    Args:
+        encoder: "conv" (ConvEncoder, h has 4*width features) or "mlp" (MLPEncoder with
+            hidden width 16*width and h of 4*width features).
+        width: size knob of the encoder.
+        proj_hidden: hidden width of the projection head.
+        proj_dim: size of z.
+    """
+    if encoder == "conv":
+        f: nn.Module = ConvEncoder(width)
+    elif encoder == "mlp":
+        f = MLPEncoder(hidden=16 * width, out_dim=4 * width)
+    else:
+        raise ValueError(f"encoder must be 'conv' or 'mlp', got {encoder!r}")
+    return SimCLR(f, ProjectionHead(f.out_dim, proj_hidden, proj_dim))
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)

@@ -1,0 +1,266 @@
+"""Figures of the course: digits, views, training curves, similarities, t-SNE maps, accuracies.
+
+Every function takes data and returns a matplotlib ``Figure`` (small, for notebooks and PNGs);
+none calls ``plt.show()``. Pass ``ax=`` where offered to draw into a figure of your own.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from torch import Tensor
+
+ArrayLike = Tensor | np.ndarray
+
+
+def _as_images(images: ArrayLike) -> np.ndarray:
+    """uint8 0..255 or float [0, 1], (B, 28, 28) or (B, 1, 28, 28) -> float (B, H, W) in [0, 1]."""
+    x = torch.as_tensor(images).detach().cpu()
+    if x.dim() == 4 and x.shape[1] == 1:
+        x = x[:, 0]  # drop the channel axis
+    if x.dim() != 3 or len(x) == 0:
+        raise ValueError(f"expected images (B, H, W) or (B, 1, H, W), B >= 1, got {tuple(x.shape)}")
+    return (x.float() / 255.0 if x.dtype == torch.uint8 else x.float()).numpy()
+
+
+def _show(ax: Axes, image: np.ndarray, title: str | None = None) -> None:
+    # ticks and frame off, but not ax.axis("off"), so a ylabel can still name the row
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+
+
+def _grid(rows: int, cols: int, cell: float, title: str | None) -> tuple[Figure, np.ndarray]:
+    # "compressed" layout packs fixed-aspect images without wide white margins
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.3 * bool(title)),
+                             squeeze=False, layout="compressed")
+    if title:
+        fig.suptitle(title)
+    return fig, axes
+
+
+def image_grid(images: ArrayLike, nrow: int = 8, titles: Sequence[str] | None = None,
+               title: str | None = None, scale: float = 1.0) -> Figure:
+    """Digits in a grid, ``nrow`` per row (as in torchvision's make_grid), grayscale, no axes.
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28), uint8 or float in [0, 1].
+        titles: one short caption per image. title: figure title. scale: inches per digit.
+    """
+    x = _as_images(images)
+    if titles is not None and len(titles) != len(x):
+        raise ValueError(f"got {len(titles)} titles for {len(x)} images; pass one per image")
+    cols = min(nrow, len(x))
+    fig, axes = _grid(math.ceil(len(x) / cols), cols, scale, title)
+    for i, ax in enumerate(axes.flat):
+        if i < len(x):
+            _show(ax, x[i], titles[i] if titles is not None else None)
+        else:
+            fig.delaxes(ax)  # the last row may be short
+    return fig
+
+
+def view_pairs(x: ArrayLike, x1: ArrayLike, x2: ArrayLike, n: int = 8) -> Figure:
+    """Three rows: original digits, their first augmented view, their second view.
+
+    Args:
+        x, x1, x2: (B, 28, 28) or (B, 1, 28, 28) each; column i shows digit i. n: digits shown.
+    """
+    rows = [_as_images(images)[:n] for images in (x, x1, x2)]
+    n = min(len(r) for r in rows)
+    fig, axes = _grid(3, n, 1.0, None)
+    for r, (name, images) in enumerate(zip(("original", "view 1", "view 2"), rows)):
+        for i in range(n):
+            _show(axes[r, i], images[i])
+        axes[r, 0].set_ylabel(name, fontsize=9)
+    return fig
+
+
+def _field(history: object, name: str) -> list:
+    values = history[name] if isinstance(history, Mapping) else getattr(history, name)
+    return list(values)
+
+
+def training_curves(history: object) -> Figure:
+    """Three panels against epoch: contrastive loss; top-1 and kNN accuracy; learning rate.
+
+    Args:
+        history: object or dict with lists ``epoch``, ``loss``, ``top1``, ``lr`` and ``knn``
+            (``knn`` may be empty or hold None for epochs without a kNN check).
+    """
+    epoch = _field(history, "epoch")
+    if not epoch:
+        raise ValueError("history has no epochs yet; train for at least one epoch first")
+    knn = _field(history, "knn")
+    if knn and len(knn) != len(epoch):
+        raise ValueError(f"knn has {len(knn)} entries for {len(epoch)} epochs; use None for gaps")
+    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(10, 3), layout="constrained")
+    loss_ax.plot(epoch, _field(history, "loss"), marker=".")
+    loss_ax.set(title="NT-Xent loss", xlabel="epoch")
+    acc_ax.plot(epoch, _field(history, "top1"), marker=".", label="contrastive top-1")
+    checked = [(e, a) for e, a in zip(epoch, knn) if a is not None]
+    if checked:
+        acc_ax.plot(*zip(*checked), marker="o", label="kNN (labels)")
+    acc_ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
+    acc_ax.legend(fontsize=8)
+    lr_ax.plot(epoch, _field(history, "lr"), marker=".")
+    lr_ax.set(title="learning rate", xlabel="epoch")
+    return fig
+
+
+def similarity_heatmap(z1: Tensor, z2: Tensor, title: str | None = None) -> Figure:
+    """Cosine similarity of all 2N projections cat(z1, z2), what NT-Xent reads (Chen et al., 2020).
+
+    Positives sit on the two off-diagonals at +-N; lines split the view-1 and view-2 blocks.
+
+    Args:
+        z1, z2: (N, D) projections of the two views.
+    """
+    z = torch.cat([torch.as_tensor(z1), torch.as_tensor(z2)]).detach().cpu().float()  # (2N, D)
+    z = F.normalize(z, dim=1)  # unit rows: dot product = cosine
+    similarity = (z @ z.T).numpy()  # (2N, 2N) in [-1, 1]
+    n = len(z1)
+    fig, ax = plt.subplots(figsize=(4.5, 3.8), layout="constrained")
+    image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1, vmax=1)
+    for position in (ax.axhline, ax.axvline):
+        position(n - 0.5, color="black", linewidth=1)
+    blocks = [(n - 1) / 2, n + (n - 1) / 2]  # centre of each view's block
+    ax.set(title=title or "cosine similarity of cat(z1, z2)", xticks=blocks, yticks=blocks,
+           xticklabels=["view 1", "view 2"], yticklabels=["view 1", "view 2"])
+    fig.colorbar(image, ax=ax, shrink=0.85)
+    return fig
+
+
+def tsne_scatter(points: ArrayLike, labels: ArrayLike, title: str | None = None,
+                 ax: Axes | None = None) -> Figure:
+    """2-D map coloured by digit (tab10), each digit written at the median of its points.
+
+    Args:
+        points: (N, 2), e.g. from ``evaluate.tsne``. labels: (N,) integer digits.
+        ax: draw here instead of a new figure; the figure holding ``ax`` is returned.
+    """
+    points, labels = np.asarray(points), np.asarray(labels)
+    if points.ndim != 2 or points.shape[1] != 2 or len(labels) != len(points):
+        raise ValueError(f"need points (N, 2) and labels (N,), got {points.shape}, {labels.shape}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4, 4), layout="constrained")
+    colours = plt.get_cmap("tab10")
+    for digit in np.unique(labels):
+        mine = points[labels == digit]
+        ax.scatter(mine[:, 0], mine[:, 1], s=3, color=colours(int(digit) % 10), alpha=0.7)
+        cx, cy = np.median(mine, axis=0)  # median: robust to a few stray points
+        box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "linewidth": 0}
+        ax.text(cx, cy, str(digit), fontsize=11, weight="bold", ha="center", va="center", bbox=box)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax.figure
+
+
+def tsne_grid(panels: Mapping[str, tuple[ArrayLike, ArrayLike]], ncols: int = 4) -> Figure:
+    """One ``tsne_scatter`` per feature space, side by side (``ncols`` per row).
+
+    Args:
+        panels: title -> (points (N, 2), labels (N,)).
+    """
+    if not panels:
+        raise ValueError("panels is empty; pass {title: (points, labels)}")
+    cols = min(ncols, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.6 * rows), squeeze=False,
+                             layout="constrained")
+    for ax, (name, (points, labels)) in zip(axes.flat, panels.items()):
+        tsne_scatter(points, labels, title=name, ax=ax)
+    for ax in axes.flat[len(panels):]:
+        fig.delaxes(ax)
+    return fig
+
+
+def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]], xlabel: str,
+                ylabel: str = "accuracy", logx: bool = False, title: str | None = None) -> Figure:
+    """Line plot of several series over a shared x (few-label curves, sweeps). None = missing point.
+
+    Args:
+        x: (P,) values on the x axis. series: name -> (P,) values, one line each.
+    """
+    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
+    for name, values in series.items():
+        if len(values) != len(x):
+            raise ValueError(f"series {name!r} has {len(values)} values for {len(x)} x values")
+        y = np.array(values, dtype=float)  # None -> NaN
+        known = ~np.isnan(y)  # join the measured points across gaps
+        ax.plot(np.asarray(x)[known], y[known], marker="o", label=name)
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    return fig
+
+
+def confusion_matrix_plot(true: ArrayLike, pred: ArrayLike, title: str | None = None) -> Figure:
+    """Counts of (true, predicted) digits; colour is the row fraction, so rows compare fairly.
+
+    Args:
+        true, pred: (N,) integer labels.
+    """
+    true, pred = np.asarray(true).astype(int), np.asarray(pred).astype(int)
+    if true.shape != pred.shape:
+        raise ValueError(f"true and pred must have one shape, got {true.shape} and {pred.shape}")
+    classes = np.union1d(true, pred)
+    counts = np.zeros((len(classes), len(classes)), dtype=int)  # (C, C): row true, column predicted
+    np.add.at(counts, (np.searchsorted(classes, true), np.searchsorted(classes, pred)), 1)
+    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(4.2, 4), layout="constrained")
+    ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(counts):
+        if count:
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+                    color="white" if fractions[i, j] > 0.5 else "black")
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
+           yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+    return fig
+
+
+def neighbour_gallery(query_images: ArrayLike,
+                      neighbour_images_by_space: Mapping[str, ArrayLike]) -> Figure:
+    """For each query, one row per feature space: the query, then its nearest neighbours there.
+
+    Args:
+        query_images: (Q, 28, 28) digits.
+        neighbour_images_by_space: space name -> (Q, k, 28, 28) neighbours, nearest first,
+            e.g. ``train_images[nearest_neighbours(...)[1]]``.
+    """
+    queries = _as_images(query_images)
+    spaces = {name: torch.as_tensor(images) for name, images in neighbour_images_by_space.items()}
+    if not spaces or any(im.dim() < 4 or len(im) != len(queries) for im in spaces.values()):
+        raise ValueError("neighbour_images_by_space must map names to (Q, k, 28, 28) with "
+                         "Q = len(query_images)")
+    k = max(images.shape[1] for images in spaces.values())
+    fig, axes = _grid(len(queries) * len(spaces), 1 + k, 0.7, None)
+    for q in range(len(queries)):
+        for s, (name, images) in enumerate(spaces.items()):
+            row = axes[q * len(spaces) + s]
+            _show(row[0], queries[q])
+            row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+            neighbours = _as_images(images[q])  # (k, 28, 28)
+            for j, ax in enumerate(row[1:]):
+                if j < len(neighbours):
+                    _show(ax, neighbours[j])
+                else:
+                    ax.set_visible(False)  # this space returned fewer neighbours
+    axes[0, 0].set_title("query", fontsize=8)
+    return fig

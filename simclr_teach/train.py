@@ -1,0 +1,302 @@
+"""The SimCLR training loop: a plain PyTorch loop with views, loss, optimizer and schedule.
+
+Taught in 04_training_on_mnist. ``TrainConfig`` defaults are the course's default run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from simclr_teach.augment import AugmentParams, BatchAugment
+from simclr_teach.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from simclr_teach.loss import contrastive_accuracy, nt_xent
+from simclr_teach.model import build_simclr, preprocess
+from simclr_teach.utils import pick_device, seed_everything
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; its hash names the run's cache folder."""
+
+    data: str = "auto"          # load_mnist source: full MNIST if present, else the embedded 5k
+    encoder: str = "conv"       # "conv" (small CNN) or "mlp" (the blog post's MLP, done right)
+    width: int = 32             # encoder size knob: h has 4 * width features
+    proj_hidden: int = 128      # projection head hidden width
+    proj_dim: int = 64          # size of z; the paper finds the size matters little
+    epochs: int = 30            # passes over the training digits
+    batch_size: int = 256       # N pairs per step: 2N - 2 = 510 negatives per anchor
+    temperature: float = 0.5    # tau; lower = sharper softmax, harder negatives
+    optimizer: str = "adamw"    # "adamw" (robust at small batch) or "sgd" (momentum 0.9)
+    lr: float = 2e-3            # peak learning rate after warm-up
+    weight_decay: float = 1e-4  # decoupled weight decay
+    warmup_epochs: int = 2      # linear warm-up, then cosine decay to 0 (paper, appendix B.1)
+    strength: float = 1.0       # scales every augmentation (0 = identity views)
+    augment: AugmentParams = field(default_factory=AugmentParams)  # the knobs at strength 1
+    seed: int = 0               # model init, shuffling and augmentations
+    device: str = "auto"        # cuda, then mps, then cpu
+    amp: bool = True            # bfloat16/float16 autocast on CUDA (ignored on CPU)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.augment, dict):
+            self.augment = AugmentParams(**self.augment)
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
+            "temperature": self.temperature > 0, "lr": self.lr > 0, "width": self.width >= 1,
+            "warmup_epochs": self.warmup_epochs >= 0, "strength": self.strength >= 0,
+            "optimizer": self.optimizer in ("adamw", "sgd"), "encoder": self.encoder in ("conv", "mlp"),
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid TrainConfig field(s) {bad}: {[getattr(self, b) for b in bad]}; "
+                             "see the field comments in simclr_teach/train.py for valid values")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Inverse of ``dataclasses.asdict``; unknown keys are an error that names them."""
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def gpu_preset(cls, **overrides: Any) -> TrainConfig:
+        """A bigger run for a GPU and full MNIST (set ``data="embedded"`` to keep the subset)."""
+        values = dict(data="mnist", width=64, epochs=100, batch_size=1024, lr=4e-3, warmup_epochs=5)
+        return cls(**{**values, **overrides})
+
+    def key(self, data_name: str) -> str:
+        """Short hash of this config and the data it trains on: the run's cache folder name."""
+        payload = json.dumps({"config": asdict(self), "data": data_name, "format": CHECKPOINT_FORMAT},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@dataclass
+class History:
+    """Per-epoch record of a run (lists of equal length, one entry per finished epoch)."""
+
+    epoch: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)     # mean NT-Xent over the epoch's steps
+    top1: list[float] = field(default_factory=list)     # contrastive top-1 accuracy, chance 1/(2N-1)
+    lr: list[float] = field(default_factory=list)       # learning rate at the epoch's last step
+    knn: list[float | None] = field(default_factory=list)  # online kNN monitor (None if off)
+    seconds: list[float] = field(default_factory=list)  # cumulative training wall time
+    images_per_second: list[float] = field(default_factory=list)  # augmented views / s
+
+    def to_dict(self) -> dict[str, list]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list]) -> History:
+        return cls(**{k: list(v) for k, v in values.items()})
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The SimCLR model a config describes (weights from torch's current RNG state)."""
+    return build_simclr(config.encoder, config.width, config.proj_hidden, config.proj_dim)
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW or SGD; BatchNorm and bias parameters get no weight decay (common SimCLR practice)."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+Monitor = tuple[Tensor, Tensor, Tensor, Tensor]  # bank images, bank labels, query images, labels
+
+
+def train_simclr(
+    model: nn.Module,
+    images: Tensor,
+    config: TrainConfig,
+    progress: bool = True,
+    *,
+    monitor: Monitor | None = None,
+    checkpoint_path: str | Path | None = None,
+    on_epoch_end: Callable[[History], None] | None = None,
+) -> History:
+    """Train ``model`` with SimCLR on unlabelled digits. Taught in 04_training_on_mnist.
+
+    Each step: N digits, two BatchAugment views, (h, z) for both, ``nt_xent``, backward, step,
+    learning rate from the warm-up + cosine schedule. One CPU generator seeded by
+    ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU.
+
+    Args:
+        model: a SimCLR module (``forward(x) -> (h, z)``), freshly built or resumed.
+        images: uint8 (N, 28, 28) training digits (labels are never used).
+        config: the run's settings.
+        progress: show a tqdm progress bar (epoch, loss, images per second).
+        monitor: optional (bank images, bank labels, query images, query labels) for an online
+            kNN accuracy after each epoch; use a validation split, not the test split.
+        checkpoint_path: write a checkpoint here after every epoch (atomically); if it already
+            holds a checkpoint of this config, training resumes from it.
+        on_epoch_end: called with the history after each epoch (and after the checkpoint).
+
+    Returns:
+        The ``History`` of all epochs, resumed ones included.
+    """
+    from tqdm.auto import tqdm
+
+    from simclr_teach.evaluate import embed, knn_accuracy
+
+    device = pick_device(config.device)
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    history = History()
+    if checkpoint_path is not None and Path(checkpoint_path).is_file():
+        state = load_checkpoint(checkpoint_path)
+        if TrainConfig.from_dict(state["config"]) != config:
+            raise ValueError(f"{checkpoint_path} was trained with another config; use a new --out folder")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        history = History.from_dict(state["history"])
+
+    augment = BatchAugment(config.strength, config.augment)
+    data = preprocess(images).to(device)  # (N, 1, 28, 28) float in [0, 1]
+    n = min(config.batch_size, len(data))
+    steps_per_epoch = max(1, len(data) // n)  # drop the short last batch: same negatives every step
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    use_amp = config.amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    elapsed = history.seconds[-1] if history.seconds else 0.0
+
+    bar = tqdm(total=total_steps, initial=len(history.epoch) * steps_per_epoch,
+               disable=not progress, desc="SimCLR", unit="step")
+    try:
+        for epoch in range(len(history.epoch), config.epochs):
+            model.train()
+            start, losses, accs = time.perf_counter(), [], []
+            order = torch.randperm(len(data), generator=generator).to(device)
+            for step_in_epoch in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + step_in_epoch
+                lr = lr_at(step, total_steps, warmup_steps, config.lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = data[order[step_in_epoch * n:(step_in_epoch + 1) * n]]  # (N, 1, 28, 28)
+                x1, x2 = augment(x, generator), augment(x, generator)    # two views of each digit
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+                    _, z = model(torch.cat([x1, x2]))                      # one pass: (2N, D_z)
+                    z1, z2 = z[:n], z[n:]
+                    loss = nt_xent(z1, z2, config.temperature)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                        f"lower the learning rate (lr={config.lr}) or raise the temperature")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(loss.item())
+                accs.append(contrastive_accuracy(z1, z2))
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", refresh=False)
+                bar.update()
+            seconds = time.perf_counter() - start
+            elapsed += seconds
+            knn = None
+            if monitor is not None:
+                bank_x, bank_y, query_x, query_y = monitor
+                knn = knn_accuracy(embed(model, bank_x), bank_y, embed(model, query_x), query_y)
+            history.epoch.append(epoch + 1)
+            history.loss.append(sum(losses) / len(losses))
+            history.top1.append(sum(accs) / len(accs))
+            history.lr.append(lr)
+            history.knn.append(knn)
+            history.seconds.append(elapsed)
+            history.images_per_second.append(2 * n * steps_per_epoch / seconds)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{history.loss[-1]:.3f}",
+                            img_s=f"{history.images_per_second[-1]:.0f}",
+                            **({"knn": f"{knn:.3f}"} if knn is not None else {}))
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, model, config, history, optimizer, generator)
+            if on_epoch_end is not None:
+                on_epoch_end(history)
+    finally:
+        bar.close()
+    return history
+
+
+def runs_dir() -> Path:
+    """Where trained runs are cached: $SIMCLR_TEACH_RUNS, else ``runs/`` at the repo root."""
+    from simclr_teach.data import REPO_ROOT
+
+    return Path(os.environ.get("SIMCLR_TEACH_RUNS", REPO_ROOT / "runs"))
+
+
+def load_or_train(
+    config: TrainConfig,
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    monitor: bool = True,
+) -> tuple[nn.Module, History]:
+    """The model this config trains: loaded from the cache if trained before, else trained now.
+
+    The cache folder is ``cache_dir/<hash of config and data>/checkpoint.pt``, so notebooks reuse
+    a model trained earlier (by notebook 04, the CLI or a previous session) instead of training
+    twice; an interrupted run resumes where it stopped.
+
+    Args:
+        config: the run.
+        cache_dir: default ``runs/cache`` at the repo root ($SIMCLR_TEACH_RUNS/cache).
+        progress: show the progress bar while training.
+        monitor: online kNN after each epoch, on a validation split of 500 training digits
+            (50 per digit) against the other training digits; the test split is never used.
+
+    Returns:
+        (model in eval mode on the CPU, its History).
+    """
+    from simclr_teach.data import load_mnist
+
+    data = load_mnist(config.data, verbose=False)
+    path = Path(cache_dir or runs_dir() / "cache") / config.key(data.name) / "checkpoint.pt"
+    history = None
+    if path.is_file():
+        history = History.from_dict(load_checkpoint(path)["history"])
+    if history is None or len(history.epoch) < config.epochs:
+        seed_everything(config.seed)  # model initialisation
+        model = build_model(config)
+        val = validation_split(data.train_labels)
+        check = None
+        if monitor:
+            check = (data.train_images[~val], data.train_labels[~val],
+                     data.train_images[val], data.train_labels[val])
+        history = train_simclr(model, data.train_images, config, progress,
+                               monitor=check, checkpoint_path=path)
+    from simclr_teach.checkpoint import load_model
+
+    return load_model(path), history
+
+
+def validation_split(labels: Tensor, per_class: int = 50) -> Tensor:
+    """Boolean mask of the first ``per_class`` training digits of each class: a validation split."""
+    mask = torch.zeros(len(labels), dtype=torch.bool)
+    for digit in labels.unique():
+        mask[torch.nonzero(labels == digit).flatten()[:per_class]] = True
+    return mask

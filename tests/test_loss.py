@@ -1,0 +1,87 @@
+"""NT-Xent against the loop from the paper, an independent library and its closed forms."""
+
+import math
+
+import pytest
+import torch
+from pytorch_metric_learning.losses import NTXentLoss
+
+from simclr_teach.loss import contrastive_accuracy, nt_xent, nt_xent_reference
+
+
+def pml_nt_xent(z1, z2, temperature):
+    """pytorch-metric-learning's NTXentLoss: pairs are the embeddings that share a label."""
+    labels = torch.arange(len(z1)).repeat(2)
+    return NTXentLoss(temperature=temperature)(torch.cat([z1, z2]), labels)
+
+
+@pytest.mark.parametrize("n,d", [(1, 3), (2, 2), (5, 8), (16, 32), (33, 7)])
+@pytest.mark.parametrize("temperature", [0.05, 0.1, 0.5, 1.0])
+def test_matches_reference_and_pytorch_metric_learning(n, d, temperature):
+    g = torch.Generator().manual_seed(n * 100 + d)
+    z1, z2 = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    ours = nt_xent(z1, z2, temperature)
+    reference = nt_xent_reference(z1, z2, temperature)
+    assert ours.dtype == torch.float32 and reference.dtype == torch.float64
+    assert ours.item() == pytest.approx(reference.item(), abs=1e-5, rel=1e-5)
+    assert ours.item() == pytest.approx(pml_nt_xent(z1, z2, temperature).item(), abs=1e-5, rel=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 2, 10, 128])
+def test_identical_directions_give_log_2n_minus_1(n):
+    z = torch.ones(n, 4)
+    assert nt_xent(z, 3 * z, 0.5).item() == pytest.approx(math.log(2 * n - 1), rel=1e-6)
+
+
+def test_symmetric_and_scale_invariant():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
+    loss = nt_xent(z1, z2, 0.2)
+    assert torch.allclose(loss, nt_xent(z2, z1, 0.2), atol=1e-6)
+    assert torch.allclose(loss, nt_xent(10 * z1, 0.01 * z2, 0.2), atol=1e-5)
+
+
+def test_perfect_alignment_beats_random():
+    z = torch.eye(6)  # orthogonal directions, each view equal to its partner
+    aligned = nt_xent(z, z, 0.1)
+    # floor: positives at cos 1, all 2N-2 negatives at cos 0
+    floor = -math.log(math.exp(10) / (math.exp(10) + 10 * math.exp(0)))
+    assert aligned.item() == pytest.approx(floor, abs=1e-6)
+    assert contrastive_accuracy(z, z) == 1.0
+
+
+def test_gradients_are_finite_and_reach_both_views():
+    g = torch.Generator().manual_seed(1)
+    z1 = torch.randn(16, 8, generator=g, requires_grad=True)
+    z2 = torch.randn(16, 8, generator=g, requires_grad=True)
+    nt_xent(z1, z2, 0.01).backward()
+    for grad in (z1.grad, z2.grad):
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_stable_at_low_temperature_and_under_autocast():
+    g = torch.Generator().manual_seed(2)
+    z1, z2 = 50 * torch.randn(64, 32, generator=g), 50 * torch.randn(64, 32, generator=g)
+    loss = nt_xent(z1, z2, 0.01)
+    assert torch.isfinite(loss)
+    assert loss.item() == pytest.approx(nt_xent_reference(z1, z2, 0.01).item(), rel=1e-4)
+    for dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", dtype=dtype):
+            low = nt_xent(z1.to(dtype), z2.to(dtype), 0.01)
+        assert low.dtype == torch.float32 and torch.isfinite(low)
+
+
+@pytest.mark.parametrize(
+    "z1,z2,temperature,message",
+    [
+        (torch.zeros(4, 3), torch.zeros(5, 3), 0.5, "same shape"),
+        (torch.zeros(4), torch.zeros(4), 0.5, "2-D"),
+        (torch.zeros(0, 3), torch.zeros(0, 3), 0.5, "empty batch"),
+        (torch.ones(4, 3), torch.ones(4, 3), 0.0, "temperature"),
+        (torch.ones(4, 3), torch.ones(4, 3), -1.0, "temperature"),
+        (torch.full((4, 3), float("nan")), torch.ones(4, 3), 0.5, "NaN"),
+    ],
+)
+def test_bad_input_names_the_problem(z1, z2, temperature, message):
+    with pytest.raises(ValueError, match=message):
+        nt_xent(z1, z2, temperature)

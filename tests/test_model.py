@@ -1,0 +1,29 @@
+"""Shapes of the encoders, the head and SimCLR; preprocess."""
+
+import pytest
+import torch
+
+from simclr_teach.model import ConvEncoder, MLPEncoder, ProjectionHead, SimCLR, build_simclr, preprocess
+
+
+def test_preprocess_converts_uint8_to_unit_floats():
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    x = preprocess(images)
+    assert x.shape == (5, 1, 28, 28) and x.dtype == torch.float32
+    assert torch.equal(x[:, 0], images.float() / 255)
+    with pytest.raises(ValueError, match=r"\(N, 28, 28\)"):
+        preprocess(torch.zeros(5, 3, 28, 28))
+
+
+@pytest.mark.parametrize("encoder", [ConvEncoder(8), MLPEncoder(hidden=64, out_dim=32)])
+def test_simclr_returns_h_and_z(encoder):
+    model = SimCLR(encoder, ProjectionHead(encoder.out_dim, 16, 8))
+    h, z = model(torch.rand(4, 1, 28, 28))
+    assert h.shape == (4, encoder.out_dim) and z.shape == (4, 8)
+
+
+def test_build_simclr_names():
+    assert build_simclr("conv", width=8).encoder.out_dim == 32
+    assert isinstance(build_simclr("mlp", width=8).encoder, MLPEncoder)
+    with pytest.raises(ValueError, match="'conv' or 'mlp'"):
+        build_simclr("resnet")

@@ -1,0 +1,153 @@
+"""The training loop: exact repeats, checkpoints, resuming and the run cache."""
+
+import pytest
+import torch
+from torch import nn
+
+from simclr_teach import checkpoint as ckpt
+from simclr_teach import train as train_module
+from simclr_teach.checkpoint import load_checkpoint, load_model, save_checkpoint
+from simclr_teach.data import embedded_mnist
+from simclr_teach.train import History, TrainConfig, build_model, load_or_train, lr_at, train_simclr
+from simclr_teach.utils import seed_everything
+
+TINY = TrainConfig(data="embedded", width=4, proj_hidden=16, proj_dim=8, epochs=3, batch_size=32,
+                   warmup_epochs=1, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def images():
+    return embedded_mnist().train_images[:96]
+
+
+def fresh_model(config=TINY):
+    seed_everything(config.seed)
+    return build_model(config)
+
+
+def run(images, config=TINY, **kwargs):
+    model = fresh_model(config)
+    return model, train_simclr(model, images, config, progress=False, **kwargs)
+
+
+def assert_same_weights(a, b):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), name
+
+
+def test_seeded_run_is_bit_identical(images):
+    (m1, h1), (m2, h2) = run(images), run(images)
+    assert h1.loss == h2.loss and h1.top1 == h2.top1
+    assert_same_weights(m1, m2)
+    assert len(h1.epoch) == 3 and all(torch.isfinite(torch.tensor(h1.loss)))
+
+
+def test_other_seed_gives_other_run(images):
+    _, h1 = run(images)
+    _, h2 = run(images, TrainConfig(**{**TINY.__dict__, "seed": 1}))
+    assert h1.loss != h2.loss
+
+
+def test_checkpoint_round_trip(images, tmp_path):
+    model, history = run(images)
+    path = save_checkpoint(tmp_path / "run" / "checkpoint.pt", model, TINY, history)
+    loaded = load_model(path)
+    assert_same_weights(model, loaded)
+    x = torch.rand(5, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x)[1], loaded(x)[1]) and not loaded.training
+    state = load_checkpoint(path)
+    assert TrainConfig.from_dict(state["config"]) == TINY
+    assert History.from_dict(state["history"]) == history
+    assert [p.name for p in path.parent.iterdir()] == ["checkpoint.pt"]  # no temporary file left
+
+
+def test_failed_write_keeps_the_old_checkpoint(images, tmp_path, monkeypatch):
+    model, history = run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}))
+    path = save_checkpoint(tmp_path / "checkpoint.pt", model, TINY, history)
+    before = path.read_bytes()
+
+    def crash(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, model, TINY, history)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m simclr_teach train"):
+        load_checkpoint(tmp_path / "nope.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not a simclr_teach checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    (tmp_path / "garbage.pt").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "garbage.pt")
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(images, tmp_path):
+    straight, straight_history = run(images)
+    path = tmp_path / "checkpoint.pt"
+
+    def interrupt(history):
+        if len(history.epoch) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(images, checkpoint_path=path, on_epoch_end=interrupt)
+    assert len(load_checkpoint(path)["history"]["epoch"]) == 2
+    resumed, resumed_history = run(images, checkpoint_path=path)  # a new process would do this
+    assert resumed_history.loss == straight_history.loss
+    assert_same_weights(straight, resumed)
+
+
+def test_resume_with_another_config_refuses(images, tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}), checkpoint_path=path)
+    with pytest.raises(ValueError, match="another config"):
+        run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1, "temperature": 0.1}),
+            checkpoint_path=path)
+
+
+def test_non_finite_output_stops_with_a_clear_error(images):
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            z = x.flatten(1)[:, :8] * self.w * float("nan")
+            return z, z
+
+    with pytest.raises((ValueError, FloatingPointError), match="learning rate"):
+        train_simclr(Broken(), images, TINY, progress=False)
+
+
+def test_load_or_train_reuses_the_cached_run(tmp_path, monkeypatch):
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "batch_size": 256})
+    model, history = load_or_train(config, cache_dir=tmp_path, progress=False)
+    assert history.knn[0] is not None and 0.0 <= history.knn[0] <= 1.0
+    assert len(list(tmp_path.glob("*/checkpoint.pt"))) == 1
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained again although the run was cached")
+
+    monkeypatch.setattr(train_module, "train_simclr", must_not_train)
+    again, again_history = load_or_train(config, cache_dir=tmp_path, progress=False)
+    assert_same_weights(model, again)
+    assert again_history == history
+
+
+def test_config_validation_and_schedule():
+    with pytest.raises(ValueError, match="temperature"):
+        TrainConfig(temperature=0)
+    with pytest.raises(ValueError, match="unknown TrainConfig fields"):
+        TrainConfig.from_dict({"epochz": 3})
+    assert TINY.key("embedded-5k") != TINY.key("mnist-70k")
+    lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
+    assert lrs[9] == 1.0 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # cosine decays monotonically
