@@ -9,11 +9,12 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from simclr_teach.augment import (
+    ELASTIC_RADIUS,
     PARAM_RANGES,
     AugmentParams,
     BatchAugment,
+    _affine_grid,
     _blur,
-    _field_radius,
     _field_std,
     view_transform,
 )
@@ -141,13 +142,26 @@ def test_both_engines_change_digits_alike(digits, strength, params):
     assert 0.67 < ratio < 1.5, ratio     # measured 0.96-1.11
 
 
+def test_affine_grid_matches_torch():
+    theta = torch.randn(16, 2, 3, generator=torch.Generator().manual_seed(0))
+    expected = F.affine_grid(theta, [16, 1, 28, 28], align_corners=False)
+    torch.testing.assert_close(_affine_grid(theta, 28), expected)
+
+
+def test_blur_matches_torchvision_per_image(digits):
+    x, sigma = digits[:3].float() / 255, torch.tensor([0.5, 1.0, 2.0])
+    expected = torch.stack([v2.functional.gaussian_blur(image, [13, 13], [s.item()] * 2)
+                            for image, s in zip(x, sigma)])
+    torch.testing.assert_close(_blur(x, sigma, radius=6), expected)
+
+
 def test_elastic_field_is_in_rms_pixels():
     """`elastic` means RMS displacement in px, in both engines (Simard et al., 2003)."""
     std = _field_std(28)
     with torch.random.fork_rng():
         torch.manual_seed(0)
         noise = 2 * torch.rand(100, 2, 28, 28) - 1
-        ours = _blur(noise, torch.full((100,), 4.0), _field_radius(28)) / std      # 1 px RMS
+        ours = _blur(noise, torch.full((100,), 4.0), ELASTIC_RADIUS) / std      # 1 px RMS
         elastic = v2.ElasticTransform(alpha=2 / std, sigma=4.0)  # as view_transform, 1 px
         theirs = torch.cat([elastic.make_params([torch.zeros(1, 28, 28)])["displacement"]
                             for _ in range(100)]) * 14            # normalised -> px
