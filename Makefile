@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBTIMEOUT ?= 1800
 
-.PHONY: setup lab test test-unit test-notebooks notebooks bench lint clean
+.PHONY: setup lab test test-unit test-notebooks test-browser notebooks bench lint clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
 # requirements.txt or pyproject.toml change, so it is fast when already done.
@@ -28,7 +28,24 @@ test-unit: setup
 test-notebooks: setup
 	$(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NBTIMEOUT) -p no:cacheprovider notebooks/
 
+# Browser end-to-end test (tests/browser): notebooks 00-02 run in JupyterLab, driven through
+# Debian's Chromium by Playwright (no browser download); screenshots go to artifacts/browser/.
+# apt-get runs only when $(CHROMIUM) is missing; playwright is installed into .venv once.
+CHROMIUM      ?= /usr/bin/chromium
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+BROWSER_STAMP := $(VENV)/.browser-installed
+
+$(BROWSER_STAMP): tests/browser/requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
+	touch $(BROWSER_STAMP)
+
+test-browser: setup $(BROWSER_STAMP)  ## the widgets in a real browser (JupyterLab + Chromium)
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y --no-install-recommends chromium fonts-dejavu-core; }
+	SIMCLR_TEACH_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:cacheprovider tests/browser
+
 notebooks: setup  ## re-execute every notebook in place (the committed outputs), then normalise
+	$(PY) scripts/normalise_notebooks.py notebooks/*.ipynb
 	for nb in notebooks/*.ipynb; do \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(NBTIMEOUT) "$$nb" || exit 1; \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, fields, replace
@@ -54,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from simclr_teach import distributed
     from simclr_teach.augment import AugmentParams
     from simclr_teach.data import load_mnist
     from simclr_teach.train import TrainConfig, build_model, train_simclr, validation_split
@@ -65,7 +67,7 @@ def _train(args: argparse.Namespace) -> int:
                                         if f.name in given})
     config = replace(base, augment=augment, **{f.name: given[f.name] for f in fields(TrainConfig)
                                                if f.name in given})
-    data = load_mnist(config.data)
+    data = load_mnist(config.data, verbose=os.environ.get("RANK", "0") == "0")  # torchrun: 1 line
     seed_everything(config.seed)
     model = build_model(config)
     val = validation_split(data.train_labels)
@@ -73,10 +75,14 @@ def _train(args: argparse.Namespace) -> int:
                data.train_images[val], data.train_labels[val])
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    history = train_simclr(model, data.train_images, config, progress=not args.no_progress,
-                           monitor=monitor, checkpoint_path=args.out / "checkpoint.pt")
+    with distributed.process_group(config.device):  # torchrun: join its group, leave it at the end
+        history = train_simclr(model, data.train_images, config, progress=not args.no_progress,
+                               monitor=monitor, checkpoint_path=args.out / "checkpoint.pt")
+        rank, world_size = distributed.rank(), distributed.world_size()
+    if rank > 0:
+        return 0  # rank 0 wrote the checkpoint; it also writes the metrics and reports
     metrics = {"config": asdict(config), "data": data.name, "history": history.to_dict(),
-               "wall_seconds_this_call": time.perf_counter() - start}
+               "world_size": world_size, "wall_seconds_this_call": time.perf_counter() - start}
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
     print(f"trained {config.epochs} epochs in {history.seconds[-1]:.0f} s; final loss "
           f"{history.loss[-1]:.3f}, validation kNN {history.knn[-1]:.1%}")

@@ -14,6 +14,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 
 def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
@@ -64,6 +65,42 @@ def positive_index(n: int, device: torch.device | None = None) -> Tensor:
     return torch.arange(2 * n, device=device).roll(n)
 
 
+class _UnitNTXent(torch.autograd.Function):
+    """NT-Xent of unit rows z (2N, D) with the cross-entropy gradient written out; for speed.
+
+    Autograd through cross_entropy keeps several (2N, 2N) matrices (logits, log-softmax, their
+    gradients). Here one matrix E = exp(logits - shift) serves forward and backward: with
+    softmax P = E / rowsum(E) and Y the partner one-hot, dL/dlogits = (P - Y) / 2N and, as
+    logits = z z^T / tau, dL/dz = (P + P^T - 2Y) z / (2N tau). Y z is z rolled by N.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, z: Tensor, temperature: float) -> Tensor:
+        two_n = z.shape[0]
+        if temperature > 0.025:  # cosines are in [-1, 1]: with shift 1/tau, exp(>= -2/tau) > 1e-35
+            shift = torch.full((two_n,), 1 / temperature, dtype=z.dtype, device=z.device)
+            exp = torch.addmm(shift[:, None], z / temperature, z.T, beta=-1)  # logits - shift
+        else:  # low tau: shift each row by its max, the log-sum-exp trick
+            exp = (z / temperature) @ z.T  # (2N, 2N) logits
+            shift = exp.fill_diagonal_(float("-inf")).amax(dim=1)  # (2N,)
+            exp.sub_(shift[:, None])
+        row_sum = exp.exp_().fill_diagonal_(0.0).sum(dim=1)  # (2N,); the diagonal is no candidate
+        positive = (z * z.roll(two_n // 2, 0)).sum(dim=1) / temperature  # (2N,) partner logits
+        ctx.save_for_backward(z, exp, row_sum)
+        ctx.temperature = temperature
+        return (shift + row_sum.log() - positive).mean()  # mean of log-sum-exp - positive logit
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
+        z, exp, row_sum = ctx.saved_tensors
+        two_n = z.shape[0]
+        scale = (1 / row_sum)[:, None]  # (2N, 1): P = scale * E
+        grad_z = (exp @ z).mul_(scale).addmm_(exp.T, scale * z)  # P z + P^T z
+        grad_z.sub_(2 * z.roll(two_n // 2, 0))  # - 2 Y z
+        return grad_z.mul_(grad / (two_n * ctx.temperature)), None
+
+
 def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """NT-Xent loss of SimCLR (Chen et al., 2020, eq. 1). Taught in 02_nt_xent_loss.
 
@@ -82,8 +119,11 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
         embeddings point the same way.
     """
     _check_pair(z1, z2, temperature)
-    logits = similarity_logits(z1, z2, temperature)  # (2N, 2N)
-    return F.cross_entropy(logits, positive_index(z1.shape[0], z1.device))
+    # = F.cross_entropy(similarity_logits(z1, z2, temperature), positive_index(N)), 2x faster;
+    # float32 even under autocast, as similarity_logits
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)  # (2N, D), unit rows
+        return _UnitNTXent.apply(z, float(temperature))
 
 
 @torch.no_grad()
@@ -129,3 +169,27 @@ def nt_xent_reference(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tenso
         denominator = sum(torch.exp(sim(z[i], z[k]) / temperature) for k in range(two_n) if k != i)
         total = total - torch.log(numerator / denominator)
     return total / two_n
+
+
+def loss_floor(n: int, temperature: float) -> float:
+    """NT-Xent with aligned positives and orthogonal negatives. Taught in 02_nt_xent_loss.
+
+    With s_ij = 1 for the partner and s_ik = 0 for the 2N - 2 negatives, every anchor scores
+    -log(e^{1/tau} / (e^{1/tau} + 2N - 2)) = log(1 + (2N - 2) e^{-1/tau}). It grows with N and
+    tau, which is one reason loss values of different batch sizes or temperatures do not
+    compare. Negatives spread further apart than orthogonal (a regular simplex, cosine
+    -1/(N-1)) go slightly lower.
+
+    Args:
+        n: number of pairs N >= 1 (2N views).
+        temperature: tau > 0.
+
+    Returns:
+        The loss value, a Python float.
+    """
+    if not (isinstance(n, int) and n >= 1):
+        raise ValueError(f"n must be the number of pairs, an int >= 1, got {n!r}")
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return math.log1p((2 * n - 2) * math.exp(-1 / temperature))

@@ -264,3 +264,97 @@ def neighbour_gallery(query_images: ArrayLike,
                     ax.set_visible(False)  # this space returned fewer neighbours
     axes[0, 0].set_title("query", fontsize=8)
     return fig
+
+
+def image_rows(rows: Mapping[str, ArrayLike], n: int = 8, scale: float = 0.8,
+               title: str | None = None) -> Figure:
+    """Rows of digits with a name on the left of each row: one transform or engine per row.
+
+    Column i of every row should show the same digit, so rows compare at a glance.
+
+    Args:
+        rows: name -> (B, 28, 28) or (B, 1, 28, 28) images; the first ``n`` of each are shown.
+        n: digits per row. scale: inches per digit. title: figure title.
+    """
+    if not rows:
+        raise ValueError("rows is empty; pass {name: images}")
+    images = {name: _as_images(x)[:n] for name, x in rows.items()}
+    cols = max(len(x) for x in images.values())
+    fig, axes = _grid(len(images), cols, scale, title)
+    for row, (name, x) in zip(axes, images.items()):
+        for i, ax in enumerate(row):
+            if i < len(x):
+                _show(ax, x[i])
+            else:
+                ax.set_visible(False)  # this row is shorter
+        row[0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    return fig
+
+
+def view_similarity_histograms(results: Mapping[str, tuple[ArrayLike, ArrayLike]],
+                               bins: int = 30) -> Figure:
+    """Pixel cosine of two views of one digit against two different digits, one panel each.
+
+    Taught in 01_augmentations: once the two histograms overlap, matching pixels no longer
+    finds a digit's other view, and the network has to learn what stays the same.
+
+    Args:
+        results: panel title (e.g. "strength 1") -> (same (B,), different (B,)) cosines, as
+            returned by ``widgets.view_similarities``.
+        bins: histogram bins over [0, 1].
+    """
+    if not results:
+        raise ValueError("results is empty; pass {title: (same, different)}")
+    fig, axes = plt.subplots(1, len(results), figsize=(min(2.6 * len(results), 10), 2.4),
+                             sharey=True, squeeze=False, layout="constrained")
+    edges = np.linspace(0, 1, bins + 1)  # cosine of non-negative pixels lies in [0, 1]
+    for ax, (name, (same, different)) in zip(axes[0], results.items()):
+        ax.hist(np.asarray(different), edges, alpha=0.6, color="tab:gray", label="two digits")
+        ax.hist(np.asarray(same), edges, alpha=0.6, color="tab:blue", label="two views of one")
+        ax.set(title=name, xlabel="pixel cosine", xlim=(0, 1))
+        ax.title.set_fontsize(9)
+    axes[0, 0].set_ylabel("pairs")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def candidate_softmax(similarity: ArrayLike, probabilities: ArrayLike, positive: int,
+                      weights: ArrayLike | None = None, title: str | None = None) -> Figure:
+    """One anchor's softmax over its 2N - 1 candidates, and the gradient weight of each negative.
+
+    Taught in 02_nt_xent_loss. Left: the probability of each candidate, most similar first,
+    the positive in orange. Right (with ``weights``): each negative's weight dl/ds = p / tau
+    against its cosine similarity; at low tau the weight piles onto the hardest negatives.
+
+    Args:
+        similarity: (2N - 1,) cosine of the anchor with each candidate.
+        probabilities: (2N - 1,) softmax of similarity / tau, summing to 1.
+        positive: position of the partner among the candidates.
+        weights: (2N - 1,) dl/ds per candidate (the positive's entry is not drawn), or None.
+    """
+    similarity, probabilities = np.asarray(similarity), np.asarray(probabilities)
+    if similarity.shape != probabilities.shape or not 0 <= positive < len(similarity):
+        raise ValueError(f"need similarity and probabilities of one shape (2N - 1,) and "
+                         f"0 <= positive < 2N - 1, got {similarity.shape}, "
+                         f"{probabilities.shape}, {positive}")
+    panels = 1 if weights is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 2.8), squeeze=False,
+                             layout="constrained")
+    order = np.argsort(-similarity, kind="stable")  # most similar first
+    colours = np.where(order == positive, "tab:orange", "tab:blue")
+    bars = axes[0, 0]
+    bars.bar(np.arange(len(order)), probabilities[order], width=1.0, color=colours)
+    rank = int(np.flatnonzero(order == positive)[0])
+    bars.annotate(f"positive\np = {probabilities[positive]:.2f}", (rank, probabilities[positive]),
+                  xytext=(0.55, 0.8), textcoords="axes fraction", fontsize=8, color="tab:orange",
+                  arrowprops={"arrowstyle": "->", "color": "tab:orange"})
+    bars.set(xlabel="candidates, most similar first", ylabel="softmax probability",
+             ylim=(0, max(probabilities.max() * 1.15, 1e-3)))
+    if weights is not None:
+        negatives = np.arange(len(similarity)) != positive
+        scatter = axes[0, 1]
+        scatter.scatter(similarity[negatives], np.asarray(weights)[negatives], s=10)
+        scatter.set(xlabel="cosine similarity of the negative", ylabel="gradient weight p / tau")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

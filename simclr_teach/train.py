@@ -18,9 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from simclr_teach import distributed
 from simclr_teach.augment import AugmentParams, BatchAugment
 from simclr_teach.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
-from simclr_teach.loss import contrastive_accuracy, nt_xent
+from simclr_teach.loss import contrastive_accuracy
 from simclr_teach.model import build_simclr, preprocess
 from simclr_teach.utils import pick_device, seed_everything
 
@@ -34,9 +35,11 @@ class TrainConfig:
     width: int = 32             # encoder size knob: h has 4 * width features
     proj_hidden: int = 128      # projection head hidden width
     proj_dim: int = 64          # size of z; the paper finds the size matters little
-    epochs: int = 30            # passes over the training digits
+    epochs: int = 15            # passes over the training digits: ~3 min on a 2-core CPU;
+                                # the validation kNN gains little after (tuning.csv, 04)
     batch_size: int = 256       # N pairs per step: 2N - 2 = 510 negatives per anchor
-    temperature: float = 0.5    # tau; lower = sharper softmax, harder negatives
+    temperature: float = 0.2    # tau; lower = sharper softmax, harder negatives; best of 0.1,
+                                # 0.2, 0.5 on the validation digits (benchmarks/results/tuning.csv)
     optimizer: str = "adamw"    # "adamw" (robust at small batch) or "sgd" (momentum 0.9)
     lr: float = 2e-3            # peak learning rate after warm-up
     weight_decay: float = 1e-4  # decoupled weight decay
@@ -46,6 +49,9 @@ class TrainConfig:
     seed: int = 0               # model init, shuffling and augmentations
     device: str = "auto"        # cuda, then mps, then cpu
     amp: bool = True            # bfloat16/float16 autocast on CUDA (ignored on CPU)
+    # Under torchrun with K processes (07_scaling_out) batch_size is per process: global batch K N.
+    sync_bn: bool = False       # BatchNorm statistics of the global batch (GPUs only), or per rank
+    lr_scaling: str = "sqrt"    # peak lr x sqrt(K) ("sqrt", Adam), x K ("linear") or x 1 ("none")
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -55,6 +61,7 @@ class TrainConfig:
             "temperature": self.temperature > 0, "lr": self.lr > 0, "width": self.width >= 1,
             "warmup_epochs": self.warmup_epochs >= 0, "strength": self.strength >= 0,
             "optimizer": self.optimizer in ("adamw", "sgd"), "encoder": self.encoder in ("conv", "mlp"),
+            "lr_scaling": self.lr_scaling in distributed.LR_SCALING_RULES,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -145,6 +152,12 @@ def train_simclr(
     learning rate from the warm-up + cosine schedule. One CPU generator seeded by
     ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU.
 
+    Under torchrun (taught in 07_scaling_out) each of the K processes takes its N digits of
+    every global batch of K * N from one shared permutation, draws its own views, runs the model
+    as DistributedDataParallel and ``global_nt_xent`` (``nt_xent`` in one process) against all
+    2KN views; the peak learning rate follows ``config.lr_scaling``; only rank 0 shows progress
+    and writes the checkpoint.
+
     Args:
         model: a SimCLR module (``forward(x) -> (h, z)``), freshly built or resumed.
         images: uint8 (N, 28, 28) training digits (labels are never used).
@@ -176,11 +189,14 @@ def train_simclr(
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         history = History.from_dict(state["history"])
+    net = distributed.data_parallel(model, config.sync_bn)  # DDP under torchrun, else model itself
+    world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
 
     augment = BatchAugment(config.strength, config.augment)
     data = preprocess(images).to(device)  # (N, 1, 28, 28) float in [0, 1]
-    n = min(config.batch_size, len(data))
-    steps_per_epoch = max(1, len(data) // n)  # drop the short last batch: same negatives every step
+    n = min(config.batch_size, len(data) // world)  # pairs per process and step
+    steps_per_epoch = max(1, len(data) // (world * n))  # drop the short last batch: same negatives
+    peak_lr = distributed.scaled_lr(config.lr, config.lr_scaling, world)  # config.lr in one process
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = config.warmup_epochs * steps_per_epoch
     use_amp = config.amp and device.type == "cuda"
@@ -189,23 +205,25 @@ def train_simclr(
     elapsed = history.seconds[-1] if history.seconds else 0.0
 
     bar = tqdm(total=total_steps, initial=len(history.epoch) * steps_per_epoch,
-               disable=not progress, desc="SimCLR", unit="step")
+               disable=not progress or rank > 0, desc="SimCLR", unit="step")
     try:
         for epoch in range(len(history.epoch), config.epochs):
-            model.train()
+            net.train()
             start, losses, accs = time.perf_counter(), [], []
-            order = torch.randperm(len(data), generator=generator).to(device)
+            order = torch.randperm(len(data), generator=generator).to(device)  # same on all ranks
+            views_from = generator if world == 1 else distributed.rank_generator(config.seed, epoch)
             for step_in_epoch in range(steps_per_epoch):
                 step = epoch * steps_per_epoch + step_in_epoch
-                lr = lr_at(step, total_steps, warmup_steps, config.lr)
+                lr = lr_at(step, total_steps, warmup_steps, peak_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                x = data[order[step_in_epoch * n:(step_in_epoch + 1) * n]]  # (N, 1, 28, 28)
-                x1, x2 = augment(x, generator), augment(x, generator)    # two views of each digit
+                first = (step_in_epoch * world + rank) * n                # this rank's slice
+                x = data[order[first:first + n]]                           # (N, 1, 28, 28)
+                x1, x2 = augment(x, views_from), augment(x, views_from)    # two views of each digit
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                    _, z = model(torch.cat([x1, x2]))                      # one pass: (2N, D_z)
+                    _, z = net(torch.cat([x1, x2]))                        # one pass: (2N, D_z)
                     z1, z2 = z[:n], z[n:]
-                    loss = nt_xent(z1, z2, config.temperature)
+                    loss = distributed.global_nt_xent(z1, z2, config.temperature)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
                         f"loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
@@ -225,16 +243,16 @@ def train_simclr(
                 bank_x, bank_y, query_x, query_y = monitor
                 knn = knn_accuracy(embed(model, bank_x), bank_y, embed(model, query_x), query_y)
             history.epoch.append(epoch + 1)
-            history.loss.append(sum(losses) / len(losses))
-            history.top1.append(sum(accs) / len(accs))
+            history.loss.append(distributed.mean_over_ranks(sum(losses) / len(losses)))
+            history.top1.append(distributed.mean_over_ranks(sum(accs) / len(accs)))
             history.lr.append(lr)
             history.knn.append(knn)
             history.seconds.append(elapsed)
-            history.images_per_second.append(2 * n * steps_per_epoch / seconds)
+            history.images_per_second.append(2 * world * n * steps_per_epoch / seconds)
             bar.set_postfix(epoch=epoch + 1, loss=f"{history.loss[-1]:.3f}",
                             img_s=f"{history.images_per_second[-1]:.0f}",
                             **({"knn": f"{knn:.3f}"} if knn is not None else {}))
-            if checkpoint_path is not None:
+            if checkpoint_path is not None and rank == 0:
                 save_checkpoint(checkpoint_path, model, config, history, optimizer, generator)
             if on_epoch_end is not None:
                 on_epoch_end(history)

@@ -1,0 +1,72 @@
+"""Which settings train the best encoder: validation kNN of h for a few TrainConfig variants.
+
+`python -m benchmarks --only tuning` (long: one full training run per row) writes
+`results/tuning.csv`, the table notebook 04 shows. Choices are made on the validation split
+(50 training digits per class, `validation_split`), never on the test split.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import add_table, new_result
+
+# Each row: TrainConfig fields set explicitly (the rest at their defaults). The first rows are the
+# old defaults (tau 0.5, N 256) and the single changes that led to today's (tau 0.2, N 128).
+VARIANTS: list[dict[str, Any]] = [
+    {"epochs": 15, "temperature": 0.5, "batch_size": 256},
+    {"epochs": 15, "temperature": 0.2, "batch_size": 256},
+    {"epochs": 15, "temperature": 0.1, "batch_size": 256},
+    {"epochs": 15, "temperature": 0.2, "batch_size": 128},
+    {"epochs": 12, "temperature": 0.2, "batch_size": 128, "strength": 1.5},
+    {"epochs": 12, "temperature": 0.2, "batch_size": 128, "augment": {"crop_scale": 0.35}},
+]
+
+
+def validation_run(config: Any) -> dict[str, Any]:
+    """Train ``config`` on the embedded training digits; kNN of h on the validation split."""
+    from simclr_teach.data import load_mnist
+    from simclr_teach.evaluate import embed, knn_accuracy
+    from simclr_teach.train import build_model, train_simclr, validation_split
+    from simclr_teach.utils import seed_everything
+
+    data = load_mnist(config.data, verbose=False)
+    val = validation_split(data.train_labels)
+    seed_everything(config.seed)
+    model = build_model(config)
+    history = train_simclr(model, data.train_images, config, progress=False)
+    bank, query = embed(model, data.train_images[~val]), embed(model, data.train_images[val])
+    knn = {k: knn_accuracy(bank, data.train_labels[~val], query, data.train_labels[val], k=k)
+           for k in (5, 20)}
+    return {"epochs": config.epochs, "batch_size": config.batch_size,
+            "val_knn_k5": round(knn[5], 4), "val_knn_k20": round(knn[20], 4),
+            "final_loss": round(history.loss[-1], 3)}
+
+
+def run(quick: bool = False, out_dir: str | Path | None = None,
+        variants: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    from simclr_teach.train import TrainConfig
+
+    result = new_result("tuning", "Tuning: one TrainConfig field at a time (validation kNN)", quick)
+    base = TrainConfig(data="embedded")
+    if quick:
+        base = replace(base, epochs=1, width=4, batch_size=512)
+    rows = []
+    for variant in variants if variants is not None else VARIANTS[: 1 if quick else None]:
+        augment = replace(base.augment, **variant.get("augment", {}))
+        fields = {k: v for k, v in variant.items() if k != "augment" and not (quick and k == "epochs")}
+        config = replace(base, augment=augment, **fields)
+        rows.append({"temperature": config.temperature, "strength": config.strength,
+                     "crop_scale": config.augment.crop_scale, **validation_run(config)})
+    if out_dir is not None and not quick:
+        path = Path(out_dir) / "tuning.csv"
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    add_table(result, "validation kNN accuracy of h", list(rows[0]),
+              [list(row.values()) for row in rows])
+    return result

@@ -1,0 +1,447 @@
+"""Explorers for the notebooks: ipywidgets controls wired to pure functions that tests drive.
+
+Each explorer is one section below: pure functions compute what is shown (unit-tested
+without a browser), and a builder wires controls to them and returns an `Explorer`, an
+ipywidgets VBox that the notebook displays. Nothing is displayed here. Move a control from
+code with `explorer.controls["rotation"].value = 30`; `explorer.state` holds what is shown.
+The only module of the package that imports ipywidgets.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import fields
+
+import ipywidgets as widgets
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from simclr_teach import plots
+from simclr_teach.augment import PARAM_RANGES, AugmentParams, BatchAugment
+from simclr_teach.loss import contrastive_accuracy, nt_xent, positive_index
+from simclr_teach.model import preprocess
+
+# --- shared: the Explorer container ----------------------------------------------------------
+
+
+def figure_png(fig: Figure, dpi: int = 72) -> bytes:
+    """Render a figure to PNG bytes and close it, so the notebook does not show it twice."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+class Explorer(widgets.VBox):
+    """A panel of controls above a picture and a caption, recomputed whenever a control moves.
+
+    Args:
+        controls: name -> control widget; every control with a ``value`` triggers a refresh.
+        rows: the widgets to show above the picture (the controls arranged in rows).
+        compute: control values {name: value} -> state dict (a pure function).
+        render: state -> (PNG bytes, HTML caption).
+        css_class: added to the container so a browser test can find it, e.g. "simclr-x".
+    """
+
+    def __init__(self, controls: Mapping[str, widgets.Widget], rows: list[widgets.Widget],
+                 compute: Callable[[dict], dict], render: Callable[[dict], tuple[bytes, str]],
+                 css_class: str) -> None:
+        self.controls = dict(controls)
+        self.image = widgets.Image(format="png")
+        self.caption = widgets.HTML()
+        self._compute, self._render, self._held = compute, render, False
+        super().__init__([*rows, self.image, self.caption])
+        self.add_class(css_class)
+        for control in self.controls.values():
+            if hasattr(control, "value"):
+                control.observe(self.refresh, names="value")
+        self.refresh()
+
+    @contextmanager
+    def hold(self) -> Iterator[Explorer]:
+        """Move several controls, redraw once: `with explorer.hold(): ...`."""
+        self._held = True
+        try:
+            yield self
+        finally:
+            self._held = False
+            self.refresh()
+
+    def close(self) -> None:
+        """Close the explorer and every widget inside it."""
+        def close_tree(widget: widgets.Widget) -> None:
+            for child in getattr(widget, "children", ()):
+                close_tree(child)
+            widget.close()
+
+        for child in self.children:
+            close_tree(child)
+        super().close()
+
+    def values(self) -> dict:
+        """The current value of every control that has one."""
+        return {name: c.value for name, c in self.controls.items() if hasattr(c, "value")}
+
+    def refresh(self, change: object = None) -> None:
+        """Recompute the state from the controls and redraw (not while held)."""
+        if self._held:
+            return
+        self.state = self._compute(self.values())
+        self.image.value, self.caption.value = self._render(self.state)
+
+
+def _slider(description: str, value: float, low: float, high: float, step: float,
+            integer: bool = False) -> widgets.Widget:
+    kind = widgets.IntSlider if integer else widgets.FloatSlider
+    return kind(value=value, min=low, max=high, step=step, description=description,
+                continuous_update=False, style={"description_width": "initial"})
+
+
+# --- augmentation explorer (01_augmentations) ------------------------------------------------
+
+# Per transform: on/off switch label, slider label (browser tests find sliders by it), slider
+# step, and where the slider starts when the transform is off in AugmentParams() (so that
+# switching it on shows something).
+AUGMENT_CONTROLS: dict[str, tuple[str, str, float, float]] = {
+    "crop_scale": ("crop", "crop: min area kept", 0.01, 0.6),
+    "rotation": ("rotation", "rotation (max degrees)", 1.0, 15.0),
+    "translate": ("translation", "translation (max fraction)", 0.01, 0.1),
+    "shear": ("shear", "shear (max degrees)", 1.0, 10.0),
+    "elastic": ("elastic", "elastic (RMS px)", 0.1, 1.5),
+    "noise": ("noise", "noise (std)", 0.01, 0.1),
+    "blur": ("blur", "blur (max sigma px)", 0.1, 1.0),
+    "erase_p": ("erasing", "erasing probability", 0.05, 0.25),
+}
+
+
+def params_from_controls(values: Mapping[str, float | bool]) -> AugmentParams:
+    """The view family the explorer's controls describe. Taught in 01_augmentations.
+
+    Args:
+        values: field name (e.g. "rotation") -> slider value; "<field>_on" -> checkbox, False
+            switches that transform off; "strength" -> the global knob of
+            AugmentParams.at_strength (default 1). Missing keys keep AugmentParams() values;
+            the explorer's "index" and "seed" are ignored.
+
+    Returns:
+        AugmentParams at the given strength.
+    """
+    unknown = set(values) - {*PARAM_RANGES, *(f"{n}_on" for n in PARAM_RANGES), "strength",
+                             "index", "seed"}
+    if unknown:
+        raise ValueError(f"unknown control(s) {sorted(unknown)}; use field names of "
+                         f"AugmentParams, '<field>_on' or 'strength'")
+    base = AugmentParams(**{n: float(values[n]) for n in PARAM_RANGES if n in values})
+    off = [n for n in PARAM_RANGES if values.get(f"{n}_on", True) is False]
+    return AugmentParams.at_strength(float(values.get("strength", 1.0)), base.disabled(*off))
+
+
+def augmentation_views(images: Tensor, index: int, params: AugmentParams, seed: int = 0,
+                       n_views: int = 8) -> Tensor:
+    """`n_views` random views of one digit, seeded. Taught in 01_augmentations.
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28), uint8 or float in [0, 1].
+        index: which digit, 0 <= index < B.
+        params: the view family (BatchAugment at strength 1).
+        seed: the same seed gives the same views.
+        n_views: how many views.
+
+    Returns:
+        float32 (n_views, 1, 28, 28) in [0, 1].
+    """
+    if not 0 <= index < len(images):
+        raise ValueError(f"index must be in [0, {len(images) - 1}], got {index}")
+    digit = images[index].reshape(1, 1, *images.shape[-2:])                 # (1, 1, 28, 28)
+    generator = torch.Generator().manual_seed(seed)
+    return BatchAugment(1.0, params)(digit.expand(n_views, -1, -1, -1), generator)
+
+
+def view_similarities(images: Tensor, params: AugmentParams | None = None,
+                      generator: torch.Generator | None = None,
+                      strength: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Pixel cosine of two views of one digit, and of views of two different digits.
+
+    Taught in 01_augmentations: a measure of how strong the views are. Both views come from
+    BatchAugment(strength, params); "different" pairs view 1 of digit i with view 2 of digit
+    i - 1 (the previous image in the batch, the last one for i = 0).
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28), B >= 2, uint8 or float in [0, 1].
+        params, strength: the view family, as in BatchAugment.
+        generator: source of randomness (None: torch's default).
+
+    Returns:
+        (same, different): float32 (B,) cosines in [0, 1] each.
+    """
+    if len(images) < 2:
+        raise ValueError(f"need at least 2 images to pair different digits, got {len(images)}")
+    augment = BatchAugment(strength, params)
+    x1 = augment(images, generator).flatten(1)                               # (B, 784)
+    x2 = augment(images, generator).flatten(1)
+    same = F.cosine_similarity(x1, x2, dim=1)
+    different = F.cosine_similarity(x1, x2.roll(1, dims=0), dim=1)
+    return same, different
+
+
+def _augmentation_state(images: Tensor, values: dict, n_views: int, batch: int) -> dict:
+    params = params_from_controls(values)
+    views = augmentation_views(images, values["index"], params, values["seed"], n_views)
+    unit = F.normalize(views.flatten(1), dim=1)                             # (V, 784)
+    cosine = unit @ unit.T                                                  # (V, V)
+    pairs = ~torch.eye(n_views, dtype=torch.bool)
+    generator = torch.Generator().manual_seed(values["seed"])
+    augment = BatchAugment(1.0, params)
+    sample = images[:batch]
+    pixels1, pixels2 = augment(sample, generator).flatten(1), augment(sample, generator).flatten(1)
+    return {"params": params, "views": views, "index": values["index"], "seed": values["seed"],
+            "mean_cosine": cosine[pairs].mean().item() if n_views > 1 else 1.0,
+            "pixel_top1": contrastive_accuracy(pixels1, pixels2), "batch": len(sample)}
+
+
+def _augmentation_render(images: Tensor, state: dict) -> tuple[bytes, str]:
+    original = preprocess(images[state["index"]].reshape(1, *images.shape[-2:]))  # (1, 1, 28, 28)
+    shown = torch.cat([original, state["views"]])                           # (1 + V, 1, 28, 28)
+    titles = ["original", *(f"view {i + 1}" for i in range(len(state["views"])))]
+    png = figure_png(plots.image_grid(shown, nrow=len(shown), titles=titles))
+    chance = 1 / (2 * state["batch"] - 1)
+    caption = (f"mean pixel cosine between these views: <b>{state['mean_cosine']:.2f}</b> · "
+               f"pixel matching finds a digit's other view for <b>{state['pixel_top1']:.0%}</b>"
+               f" of {2 * state['batch']} views (chance {chance:.1%})")
+    return png, caption
+
+
+def augmentation_explorer(images: Tensor, seed: int = 0, n_views: int = 8,
+                          batch: int = 256) -> Explorer:
+    """Sliders and switches for every transform of the view family. Taught in 01_augmentations.
+
+    Shows the picked digit and `n_views` views of it, their mean pixel cosine, and how often
+    pixel matching still solves the pretext task on `batch` digits (see view_similarities).
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28) digits, uint8 or float in [0, 1].
+        seed: the first seed; the "re-sample" button adds one.
+        n_views: views shown. batch: digits used for the pixel-matching number.
+
+    Returns:
+        An Explorer (not displayed). Controls: "strength", each AugmentParams field and its
+        "<field>_on" checkbox, "index", "seed", and the "resample" button.
+    """
+    defaults, identity = AugmentParams(), AugmentParams.at_strength(0.0)
+    controls: dict[str, widgets.Widget] = {
+        "index": _slider("digit", 0, 0, len(images) - 1, 1, integer=True),
+        "seed": widgets.IntText(value=seed, description="seed", layout={"width": "150px"}),
+        "resample": widgets.Button(description="re-sample", icon="refresh"),
+        "strength": _slider("strength (all)", 1.0, 0.0, 3.0, 0.05),
+    }
+    rows = [widgets.HBox([controls["index"], controls["seed"], controls["resample"]]),
+            controls["strength"]]
+    for field in fields(AugmentParams):
+        name, (low, high) = field.name, PARAM_RANGES[field.name]
+        switch, label, step, when_off = AUGMENT_CONTROLS[name]
+        value = getattr(defaults, name)
+        is_on = value != getattr(identity, name)
+        controls[name] = _slider(label, value if is_on else when_off, low, high, step)
+        controls[f"{name}_on"] = widgets.Checkbox(value=is_on, description=switch, indent=False,
+                                                  layout={"width": "110px"})
+        rows.append(widgets.HBox([controls[f"{name}_on"], controls[name]]))
+
+    def resample(_: widgets.Button) -> None:
+        controls["seed"].value += 1                                # the observer redraws
+
+    controls["resample"].on_click(resample)
+    return Explorer(controls, rows,
+                    compute=lambda v: _augmentation_state(images, v, n_views, batch),
+                    render=lambda s: _augmentation_render(images, s),
+                    css_class="simclr-augmentation-explorer")
+
+
+# --- temperature explorer (02_nt_xent_loss) --------------------------------------------------
+
+
+def temperature_state(z1: Tensor, z2: Tensor, temperature: float, anchor: int = 0,
+                      n: int | None = None) -> dict:
+    """What NT-Xent does to one anchor at one temperature. Taught in 02_nt_xent_loss.
+
+    Uses the first `n` pairs. Anchor i (of 2n views, z1 rows first) has 2n - 1 candidates;
+    the softmax of their cosines / tau is p, and the anchor's loss l_i = -log p_partner.
+    Its gradient with respect to each cosine s_ik is p_ik / tau for a negative and
+    (p_ij - 1) / tau for the positive: every negative is pushed away in proportion to p.
+
+    Args:
+        z1, z2: (N, D) projections of the two views.
+        temperature: tau > 0.
+        anchor: 0 <= anchor < 2n.
+        n: pairs used, 1 <= n <= N (None: all).
+
+    Returns:
+        dict with "n", "temperature", "anchor", "candidates" (2n - 1,) indices among the 2n
+        views, "positive" (position of the partner among them), "similarity" (2n - 1,)
+        cosines, "probabilities" (2n - 1,), "weights" (2n - 1,) dl_i/ds, "anchor_loss" l_i,
+        "loss" (nt_xent of the n pairs) and "log_2n_minus_1"; tensors are float64 on the CPU.
+    """
+    n = len(z1) if n is None else n
+    if not 1 <= n <= len(z1):
+        raise ValueError(f"n must be in [1, {len(z1)}] (pairs in the batch), got {n}")
+    if not 0 <= anchor < 2 * n:
+        raise ValueError(f"anchor must be in [0, {2 * n - 1}] (one of the 2n views), got {anchor}")
+    z1, z2 = z1[:n].detach().cpu(), z2[:n].detach().cpu()
+    loss = nt_xent(z1, z2, temperature).item()                  # also validates the inputs
+    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)        # (2n, D), float64 for display
+    candidates = torch.tensor([k for k in range(2 * n) if k != anchor])
+    similarity = z[candidates] @ z[anchor]                      # (2n - 1,) cosines
+    probabilities = torch.softmax(similarity / temperature, dim=0)
+    partner = int(positive_index(n)[anchor])
+    positive = partner - int(partner > anchor)                  # skipping the anchor itself
+    weights = probabilities / temperature
+    weights[positive] -= 1 / temperature
+    return {"n": n, "temperature": temperature, "anchor": anchor, "candidates": candidates,
+            "positive": positive, "similarity": similarity, "probabilities": probabilities,
+            "weights": weights, "anchor_loss": -math.log(probabilities[positive].item()),
+            "loss": loss, "log_2n_minus_1": math.log(2 * n - 1)}
+
+
+def _temperature_render(state: dict) -> tuple[bytes, str]:
+    title = (f"anchor {state['anchor']} of {2 * state['n']} views, "
+             f"tau = {state['temperature']:.3g}")
+    figure = plots.candidate_softmax(state["similarity"], state["probabilities"],
+                                     state["positive"], state["weights"], title=title)
+    caption = (f"loss of this anchor: <b>{state['anchor_loss']:.3f}</b> · batch loss "
+               f"(N = {state['n']}): <b>{state['loss']:.3f}</b> · log(2N - 1) = "
+               f"<b>{state['log_2n_minus_1']:.3f}</b>, the loss when all views look alike")
+    return figure_png(figure), caption
+
+
+def temperature_explorer(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Explorer:
+    """A log-scale temperature slider over one anchor's softmax. Taught in 02_nt_xent_loss.
+
+    Args:
+        z1, z2: (N, D) projections of the two views, N >= 2.
+        temperature: where the slider starts, in [0.01, 2].
+
+    Returns:
+        An Explorer (not displayed). Controls: "temperature" (FloatLogSlider), "anchor" and
+        "n" (the first n pairs; the anchor slider follows it).
+    """
+    n = len(z1)
+    if n < 2 or not 0.01 <= temperature <= 2:
+        raise ValueError(f"need N >= 2 pairs and temperature in [0.01, 2], got N = {n}, "
+                         f"temperature = {temperature}")
+    controls = {
+        "temperature": widgets.FloatLogSlider(
+            value=temperature, base=10, min=-2, max=math.log10(2), step=0.01,
+            description="temperature tau", continuous_update=False,
+            style={"description_width": "initial"}),
+        "anchor": _slider("anchor", 0, 0, 2 * n - 1, 1, integer=True),
+        "n": _slider("pairs N", n, 2, n, 1, integer=True),
+    }
+
+    def follow_n(change: dict) -> None:                 # anchors of the first n pairs only
+        controls["anchor"].max = 2 * change["new"] - 1
+
+    controls["n"].observe(follow_n, names="value")     # registered first: runs before refresh
+    rows = [controls["temperature"], widgets.HBox([controls["anchor"], controls["n"]])]
+    return Explorer(controls, rows,
+                    compute=lambda v: temperature_state(z1, z2, v["temperature"],
+                                                        min(v["anchor"], 2 * v["n"] - 1), v["n"]),
+                    render=_temperature_render, css_class="simclr-temperature-explorer")
+
+
+# --- neighbours explorer (05_evaluation_tsne_knn) --------------------------------------------
+
+
+def neighbours_state(index: int, spaces: Mapping[str, tuple[Tensor, Tensor]],
+                     k: int = 8) -> dict[str, Tensor]:
+    """The k bank digits nearest to query ``index`` in each feature space. Taught in 05.
+
+    Nearest means most cosine-similar (``evaluate.nearest_neighbours``), the geometry the kNN
+    classifier reads.
+
+    Args:
+        index: which query, 0 <= index < Q.
+        spaces: name -> (query features (Q, D), bank features (N, D)); D may differ between
+            spaces, Q and N may not.
+        k: neighbours per space, >= 1 (capped at N).
+
+    Returns:
+        {name: int64 (min(k, N),) bank indices, most similar first}, in the order of ``spaces``.
+    """
+    from simclr_teach.evaluate import nearest_neighbours
+
+    if not spaces:
+        raise ValueError("spaces is empty; pass {name: (query_features, bank_features)}")
+    sizes = {(len(q), len(b)) for q, b in spaces.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"every space needs the same queries and bank, got (Q, N) = {sorted(sizes)}")
+    queries = sizes.pop()[0]
+    if not 0 <= index < queries:
+        raise ValueError(f"index must be in [0, {queries - 1}] (one of the queries), got {index}")
+    return {name: nearest_neighbours(torch.as_tensor(q)[index : index + 1], torch.as_tensor(b),
+                                     k)[1][0]
+            for name, (q, b) in spaces.items()}
+
+
+def _neighbours_compute(spaces: Mapping[str, tuple[Tensor, Tensor]], query_labels: Tensor | None,
+                        bank_labels: Tensor | None, values: dict) -> dict:
+    neighbours = neighbours_state(values["index"], spaces, values["k"])
+    state = {"index": values["index"], "k": values["k"], "neighbours": neighbours}
+    if query_labels is not None and bank_labels is not None:
+        label = int(query_labels[values["index"]])
+        state["label"] = label
+        state["agreement"] = {name: int((bank_labels[idx] == label).sum())
+                              for name, idx in neighbours.items()}  # neighbours with its label
+    return state
+
+
+def _neighbours_render(query_images: Tensor, bank_images: Tensor, state: dict) -> tuple[bytes, str]:
+    index = state["index"]
+    shown = {name: bank_images[idx].unsqueeze(0) for name, idx in state["neighbours"].items()}
+    png = figure_png(plots.neighbour_gallery(query_images[index : index + 1], shown))
+    caption = f"test digit {index}"
+    if "agreement" in state:
+        counts = " · ".join(f"{name}: <b>{same}/{len(state['neighbours'][name])}</b>"
+                            for name, same in state["agreement"].items())
+        caption += f", a {state['label']}. Neighbours that are also a {state['label']}: {counts}"
+    return png, caption
+
+
+def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
+                        spaces: Mapping[str, tuple[Tensor, Tensor]], k: int = 8,
+                        query_labels: Tensor | None = None, bank_labels: Tensor | None = None,
+                        index: int = 0) -> Explorer:
+    """Pick a digit, see its nearest neighbours in several feature spaces. Taught in 05.
+
+    One row per space (e.g. SimCLR h and raw pixels): the query, then its k nearest bank digits.
+    With labels, the caption counts the neighbours that share the query's label.
+
+    Args:
+        query_images: (Q, 28, 28) digits to pick from (e.g. the test digits).
+        bank_images: (N, 28, 28) digits to search (e.g. the training digits).
+        spaces: name -> (query features (Q, D), bank features (N, D)), see ``neighbours_state``.
+        k: neighbours shown at first (the slider goes from 1 to 16).
+        query_labels: (Q,), bank_labels: (N,); optional, for the caption.
+        index: the query shown at first.
+
+    Returns:
+        An Explorer (not displayed). Controls: "index" (the query) and "k".
+    """
+    neighbours_state(index, spaces, k)  # validates spaces and index before building controls
+    queries, bank = (len(x) for x in next(iter(spaces.values())))
+    if (queries, bank) != (len(query_images), len(bank_images)):
+        raise ValueError(f"features have (Q, N) = ({queries}, {bank}) rows for "
+                         f"{len(query_images)} query and {len(bank_images)} bank images; "
+                         "pass one feature row per digit")
+    controls = {
+        "index": _slider("test digit", index, 0, len(query_images) - 1, 1, integer=True),
+        "k": _slider("neighbours k", min(k, 16), 1, 16, 1, integer=True),
+    }
+    return Explorer(controls, [widgets.HBox([controls["index"], controls["k"]])],
+                    compute=lambda v: _neighbours_compute(spaces, query_labels, bank_labels, v),
+                    render=lambda s: _neighbours_render(query_images, bank_images, s),
+                    css_class="simclr-neighbours-explorer")

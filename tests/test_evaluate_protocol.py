@@ -1,0 +1,139 @@
+"""Tests of the protocol helpers of simclr_teach.evaluate taught in 05_evaluation_tsne_knn.
+
+neighbour_confusion, tune_knn, tune_probe, tuned_scores, labelled_subset, train_supervised_cnn
+and predict_labels.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from simclr_teach.evaluate import (
+    knn_accuracy,
+    labelled_subset,
+    linear_probe,
+    neighbour_confusion,
+    predict_labels,
+    train_supervised_cnn,
+    tune_knn,
+    tune_probe,
+    tuned_scores,
+)
+
+
+def clusters(n_per_class: int, num_classes: int = 3, noise: float = 0.1, seed: int = 0):
+    """Points near one direction per class: (C * n, C) features and (C * n,) labels."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_classes).repeat_interleave(n_per_class)
+    features = torch.eye(num_classes)[labels] + noise * torch.randn(len(labels), num_classes,
+                                                                    generator=g)
+    return features, labels
+
+
+def confusion_by_loop(features, labels, k):
+    """Oracle: for each point, sort the others by cosine and count the labels of the first k."""
+    c = int(labels.max()) + 1
+    rows = torch.zeros(c, c)
+    unit = features / features.norm(dim=1, keepdim=True)
+    for i in range(len(features)):
+        others = [j for j in range(len(features)) if j != i]
+        others.sort(key=lambda j: -float(unit[i] @ unit[j]))
+        for j in others[:k]:
+            rows[labels[i], labels[j]] += 1 / k
+    return rows / labels.bincount(minlength=c).unsqueeze(1)
+
+
+def test_neighbour_confusion_matches_loop_and_rows_sum_to_one():
+    features, labels = clusters(6, noise=0.8)                     # classes overlap
+    confusion = neighbour_confusion(features, labels, k=4)
+    assert confusion.shape == (3, 3)
+    assert torch.allclose(confusion, confusion_by_loop(features, labels, 4), atol=1e-6)
+    assert torch.allclose(confusion.sum(dim=1), torch.ones(3))
+
+
+def test_neighbour_confusion_separated_classes_and_duplicates():
+    features, labels = clusters(5, noise=0.01)
+    assert torch.allclose(neighbour_confusion(features, labels, k=4), torch.eye(3))
+    duplicated = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)   # each point ties with 2 others
+    assert torch.allclose(neighbour_confusion(duplicated, torch.tensor([0] * 3 + [1] * 3), 2),
+                          torch.eye(2))                               # itself is never counted
+
+
+def test_neighbour_confusion_rejects_bad_k():
+    features, labels = clusters(2)
+    with pytest.raises(ValueError, match="k must be in"):
+        neighbour_confusion(features, labels, k=len(features))
+
+
+def test_tune_knn_picks_the_best_validation_temperature_per_k():
+    train_f, train_y = clusters(20, noise=0.7, seed=0)
+    val_f, val_y = clusters(10, noise=0.7, seed=1)
+    temperatures = (0.01, 0.1, 1.0)
+    best = tune_knn(train_f, train_y, val_f, val_y, ks=(1, 15), temperatures=temperatures)
+    assert list(best) == [1, 15]
+    for k, (temperature, accuracy) in best.items():
+        scores = [knn_accuracy(train_f, train_y, val_f, val_y, k, t) for t in temperatures]
+        assert accuracy == max(scores) and temperature == temperatures[scores.index(max(scores))]
+    assert best[1][0] == 0.01                         # k = 1: every temperature ties, first wins
+    with pytest.raises(ValueError, match="at least one"):
+        tune_knn(train_f, train_y, val_f, val_y, ks=())
+
+
+def test_tune_probe_returns_the_best_c_and_all_scores():
+    train_f, train_y = clusters(20, noise=0.7, seed=0)
+    val_f, val_y = clusters(10, noise=0.7, seed=1)
+    best, scores = tune_probe(train_f, train_y, val_f, val_y, Cs=(0.001, 1.0))
+    assert set(scores) == {0.001, 1.0} and scores[best] == max(scores.values())
+    assert scores[1.0] == linear_probe(train_f, train_y, val_f, val_y, C=1.0)
+    with pytest.raises(ValueError, match="Cs must be"):
+        tune_probe(train_f, train_y, val_f, val_y, Cs=(0.0,))
+
+
+def test_labelled_subset_balanced_seeded_and_checked():
+    labels = torch.arange(10).repeat(7)                             # 7 of each class
+    picked = labelled_subset(labels, 3, seed=0)
+    assert labels[picked].bincount().tolist() == [3] * 10 and len(picked.unique()) == 30
+    assert torch.equal(picked, labelled_subset(labels, 3, seed=0))
+    assert not torch.equal(picked, labelled_subset(labels, 3, seed=1))
+    assert len(labelled_subset(labels, 7)) == 70                    # all of them
+    with pytest.raises(ValueError, match="per_class must be in"):
+        labelled_subset(labels, 8)
+
+
+def test_supervised_cnn_learns_two_easy_classes_and_repeats():
+    images = torch.zeros(16, 28, 28, dtype=torch.uint8)
+    images[8:, :, 14:] = 255                                        # class 1: right half bright
+    labels = torch.tensor([0] * 8 + [1] * 8)
+    state = torch.random.get_rng_state()
+    classifier = train_supervised_cnn(images, labels, steps=30, batch_size=8, width=4, seed=0)
+    assert torch.equal(state, torch.random.get_rng_state())         # global RNG untouched
+    assert not classifier.training
+    assert torch.equal(predict_labels(classifier, images), labels)
+    again = train_supervised_cnn(images, labels, steps=30, batch_size=8, width=4, seed=0)
+    x = torch.rand(4, 1, 28, 28)
+    assert torch.equal(classifier(x), again(x))                     # same seed, same weights
+    augmented = train_supervised_cnn(images, labels, steps=2, width=4, strength=1.0)
+    assert predict_labels(augmented, images).shape == (16,)
+    with pytest.raises(ValueError, match="as many labels as images"):
+        train_supervised_cnn(images, labels[:3])
+
+
+def test_tuned_scores_tunes_on_validation_and_scores_test_once():
+    train_f, train_y = clusters(20, noise=0.7, seed=0)
+    test_f, test_y = clusters(10, noise=0.7, seed=2)
+    val = torch.zeros(len(train_y), dtype=torch.bool)
+    val[::4] = True                                                  # every 4th row validates
+    scores, chosen = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1, 5),
+                                  temperatures=(0.1, 1.0), Cs=(0.01, 1.0))
+    assert set(scores) == {"knn@1", "knn@5", "linear"}
+    best = tune_knn(train_f[~val], train_y[~val], train_f[val], train_y[val], (1, 5), (0.1, 1.0))
+    assert chosen["temperature@5"] == best[5][0]
+    assert scores["knn@5"] == knn_accuracy(train_f, train_y, test_f, test_y, 5, best[5][0])
+    assert chosen["C"] == tune_probe(train_f[~val], train_y[~val], train_f[val], train_y[val],
+                                     (0.01, 1.0))[0]
+    assert scores["linear"] == linear_probe(train_f, train_y, test_f, test_y, C=chosen["C"])
+    no_probe, _ = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1,), Cs=None)
+    assert list(no_probe) == ["knn@1"]
+    with pytest.raises(ValueError, match="val_mask"):
+        tuned_scores(train_f, train_y, torch.ones(len(train_y), dtype=torch.bool), test_f, test_y)
