@@ -74,6 +74,9 @@ def figure(curves: dict[str, dict[str, Any]], pixels: float) -> Figure:
         ax.plot(curve["seconds"], [100 * a for a in curve["knn_accuracy"]], marker="o",
                 markersize=3, label=f"SimCLR {name}")
     ax.axhline(100 * pixels, color="grey", linestyle="--", label="raw pixels")
+    first = next(iter(curves.values()))["knn_accuracy"][0]
+    ax.annotate("random init", (0, 100 * first), xytext=(4, 7), textcoords="offset points",
+                fontsize=8, va="center")
     ax.set(xlabel="training time (s, evaluation excluded)", ylabel=f"kNN test accuracy (%), k={K}",
            title="Time to accuracy, embedded MNIST 4k/1k")
     ax.grid(alpha=0.3)

@@ -336,7 +336,8 @@ def neighbour_confusion(features: Tensor, labels: Tensor, k: int = 10) -> Tensor
 
 def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor,
              val_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
-             temperatures: Sequence[float] = (0.03, 0.1, 0.3, 1.0)) -> dict[int, tuple[float, float]]:
+             temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
+             ) -> dict[int, tuple[float, float]]:
     """For each k, the kNN temperature with the best validation accuracy. Taught in 05.
 
     The honest protocol: hyperparameters are picked on a validation split carved from the
@@ -382,7 +383,7 @@ def tune_probe(train_features: Tensor, train_labels: Tensor, val_features: Tenso
 
 def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
                  test_features: Tensor, test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
-                 temperatures: Sequence[float] = (0.03, 0.1, 0.3, 1.0),
+                 temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
                  Cs: Sequence[float] | None = (0.01, 0.1, 1.0),
                  seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
     """kNN and linear-probe test accuracy, hyperparameters chosen on validation. Taught in 05.
@@ -430,7 +431,8 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
     labels = torch.as_tensor(labels)
     smallest = int(labels.unique(return_counts=True)[1].min())
     if not 1 <= per_class <= smallest:
-        raise ValueError(f"per_class must be in [1, {smallest}] (the smallest class), got {per_class}")
+        raise ValueError(f"per_class must be in [1, {smallest}] (the smallest class), "
+                         f"got {per_class}")
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for digit in labels.unique():
@@ -442,7 +444,7 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
 def train_supervised_cnn(images: Tensor, labels: Tensor, steps: int = 300, batch_size: int = 64,
                          width: int = 16, lr: float = 3e-3, strength: float = 0.0,
                          seed: int = 0) -> nn.Module:
-    """Baseline: the course's encoder (``ConvEncoder``) plus a linear layer, trained on labels alone.
+    """Baseline: the course's encoder (``ConvEncoder``) + a linear layer, trained on labels alone.
 
     Taught in 05_evaluation_tsne_knn, where it is trained on 1 to 400 labelled digits per class.
     A fixed number of steps (not epochs) gives every training-set size the same optimisation
@@ -488,7 +490,7 @@ def train_supervised_cnn(images: Tensor, labels: Tensor, steps: int = 300, batch
 
 
 def predict_labels(classifier: nn.Module, images: Tensor, batch_size: int = 1024) -> Tensor:
-    """Predicted classes (N,) of a classifier (logits out) on uint8 digits (N, 28, 28), no autograd."""
+    """Predicted classes (N,) of a classifier (logits out) on uint8 digits (N, 28, 28)."""
     images = torch.as_tensor(images)
     predictions = []
     with torch.no_grad():

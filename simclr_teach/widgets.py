@@ -378,7 +378,8 @@ def neighbours_state(index: int, spaces: Mapping[str, tuple[Tensor, Tensor]],
         raise ValueError("spaces is empty; pass {name: (query_features, bank_features)}")
     sizes = {(len(q), len(b)) for q, b in spaces.values()}
     if len(sizes) != 1:
-        raise ValueError(f"every space needs the same queries and bank, got (Q, N) = {sorted(sizes)}")
+        raise ValueError(f"every space needs the same queries and bank, got (Q, N) = "
+                         f"{sorted(sizes)}")
     queries = sizes.pop()[0]
     if not 0 <= index < queries:
         raise ValueError(f"index must be in [0, {queries - 1}] (one of the queries), got {index}")

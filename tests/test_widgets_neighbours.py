@@ -87,7 +87,8 @@ def test_explorer_moves_with_its_controls(setting):
     assert isinstance(explorer, Explorer) and "simclr-neighbours-explorer" in explorer._dom_classes
     assert all(c.description for c in explorer.controls.values())
     before, png = explorer.state, bytes(explorer.image.value)
-    assert png.startswith(PNG) and before["index"] == 0 and len(before["neighbours"]["learned"]) == 4
+    assert png.startswith(PNG) and before["index"] == 0
+    assert len(before["neighbours"]["learned"]) == 4
     explorer.controls["index"].value = 3
     assert explorer.state["index"] == 3 and bytes(explorer.image.value) != png
     expected = neighbours_state(3, setting["spaces"], 4)
