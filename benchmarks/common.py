@@ -119,9 +119,13 @@ def timeit(function: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[s
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table; floats are printed as given (format them before)."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join(" --- " for _ in headers) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    """A GitHub markdown table; floats are printed as given (format them before). A "|" inside
+    a cell is escaped, so it cannot split the cell."""
+    def line(cells: Sequence[Any]) -> str:
+        return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
+
+    lines = [line(headers), "|" + "|".join(" --- " for _ in headers) + "|"]
+    lines += [line(row) for row in rows]
     return "\n".join(lines)
 
 
