@@ -196,7 +196,8 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
                 add_target(result, f"nt_xent / lightly time, N={n}", ratio, f"<= {TARGET}",
                            ratio <= TARGET)
             diff = abs(checks["nt_xent"]["loss"] - checks["lightly"]["loss"])
-            add_target(result, f"nt_xent vs lightly, loss difference, N={n}", diff, "<= 1e-4", diff <= 1e-4)
+            add_target(result, f"nt_xent vs lightly, loss difference, N={n}", diff, "<= 1e-4",
+                       diff <= 1e-4)
     add_table(result, f"Forward + backward, D={DIM}, tau={TEMPERATURE} (ms: best and median of "
               "interleaved rounds; peak: RSS growth of one call in a fresh process; errors against "
               "a float64 oracle)",

@@ -229,7 +229,9 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     model_cl = Stepper(config, images, channels_last=True).model
     embeds = {f"batch_size={b}": (lambda b=b: embed(model, everything, batch_size=b))
               for b in (256, 1024, 4096)}
-    embeds["batch_size=1024, channels_last model"] = lambda: embed(model_cl, everything)
+    for b in (256, 1024):
+        embeds[f"batch_size={b}, channels_last model"] = (
+            lambda b=b: embed(model_cl, everything, batch_size=b))
     embed_times = {name: stats(t) for name, t in interleaved(embeds, repeats, warmup=1).items()}
     add_table(result, f"evaluate.embed of {len(everything):,} digits (best and median of "
               f"{repeats} interleaved rounds)", ["batch size", "s best", "s median", "digits/s"],
