@@ -44,13 +44,14 @@ test-browser: setup $(BROWSER_STAMP)  ## the widgets in a real browser (JupyterL
 	  apt-get install -y --no-install-recommends chromium fonts-dejavu-core; }
 	SIMCLR_TEACH_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:cacheprovider tests/browser
 
-notebooks: setup  ## re-execute every notebook in place (the committed outputs), then normalise
-	$(PY) scripts/normalise_notebooks.py notebooks/*.ipynb
-	for nb in notebooks/*.ipynb; do \
+NB ?= notebooks/*.ipynb
+notebooks: setup  ## re-execute notebooks in place (all, or NB=notebooks/06_*.ipynb), then normalise
+	$(PY) scripts/normalise_notebooks.py $(NB)
+	for nb in $(NB); do \
 	  $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	    --ExecutePreprocessor.timeout=$(NBTIMEOUT) "$$nb" || exit 1; \
 	done
-	$(VENV)/bin/nbstripout --keep-output --keep-count notebooks/*.ipynb
+	$(VENV)/bin/nbstripout --keep-output --keep-count $(NB)
 
 bench: setup  ## benchmarks (see benchmarks/README.md)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt

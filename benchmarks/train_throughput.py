@@ -169,14 +169,14 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
 
     # 3. variants of the whole step, side by side
     variants = {
-        "baseline (as train_simclr)": dict(),
+        "baseline: float32, contiguous (train_simclr before 2026-11-28)": dict(),
         "channels_last": dict(channels_last=True),
         "AdamW(foreach=True)": dict(optimizer={"foreach": True}),
         "AdamW(fused=True)": dict(optimizer={"fused": True}),
         "one BatchAugment call on 2N": dict(one_augment_call=True),
         "no per-step bookkeeping": dict(bookkeeping=False),
         "bf16 autocast": dict(bf16=True),
-        "channels_last + bf16 autocast": dict(channels_last=True, bf16=True),
+        "channels_last + bf16 autocast (as train_simclr now)": dict(channels_last=True, bf16=True),
     }
     steppers = {name: Stepper(config, images, **kwargs) for name, kwargs in variants.items()}
     calls = {name: s.steps(unit) for name, s in steppers.items()}
@@ -184,7 +184,7 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     calls["torch.set_num_threads(1)"] = lambda: _with_threads(1, single.steps(unit))
     times = interleaved(calls, repeats, warmup=1)
     timing = {name: stats([t / unit for t in values]) for name, values in times.items()}
-    base = timing["baseline (as train_simclr)"]["best"]
+    base = timing["baseline: float32, contiguous (train_simclr before 2026-11-28)"]["best"]
     rows = [[name, f"{1000 * t['best']:.1f}", f"{1000 * t['median']:.1f}",
              f"{views / t['best']:,.0f}", f"{base / t['best']:.2f}x"] for name, t in timing.items()]
 

@@ -41,8 +41,11 @@ def validation_run(config: Any) -> dict[str, Any]:
     bank, query = embed(model, data.train_images[~val]), embed(model, data.train_images[val])
     knn = {k: knn_accuracy(bank, data.train_labels[~val], query, data.train_labels[val], k=k)
            for k in (5, 20)}
+    bank_z, query_z = embed(model, data.train_images[~val], "z"), embed(model, data.train_images[val], "z")
+    knn_z = knn_accuracy(bank_z, data.train_labels[~val], query_z, data.train_labels[val])
     return {"epochs": config.epochs, "batch_size": config.batch_size,
             "val_knn_k5": round(knn[5], 4), "val_knn_k20": round(knn[20], 4),
+            "val_knn_z_k20": round(knn_z, 4), "seconds": round(history.seconds[-1]),
             "final_loss": round(history.loss[-1], 3)}
 
 

@@ -32,7 +32,7 @@ PARAM_RANGES: dict[str, tuple[float, float]] = {
     "shear": (0.0, 45.0), "elastic": (0.0, 8.0), "noise": (0.0, 1.0), "blur": (0.0, 4.0),
     "erase_p": (0.0, 1.0),
 }
-_OFF = {name: 1.0 if name == "crop_scale" else 0.0 for name in PARAM_RANGES}  # the identity
+OFF_VALUES = {name: 1.0 if name == "crop_scale" else 0.0 for name in PARAM_RANGES}  # identity
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class AugmentParams:
             return base
         values = {}
         for name, (low, high) in PARAM_RANGES.items():
-            off = _OFF[name]
+            off = OFF_VALUES[name]
             values[name] = min(max(off + strength * (getattr(base, name) - off), low), high)
         return cls(**values)
 
@@ -96,7 +96,7 @@ class AugmentParams:
         if unknown:
             raise ValueError(f"unknown transform(s) {unknown}; valid names are {valid}")
         fields_off = ["crop_scale" if name == "crop" else name for name in names]
-        return replace(self, **{name: _OFF[name] for name in fields_off})
+        return replace(self, **{name: OFF_VALUES[name] for name in fields_off})
 
 
 def _to_unit_image(image: Tensor) -> tv_tensors.Image:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m simclr_teach train | evaluate``. See README.md."""
+"""Command line: ``python -m simclr_teach train | evaluate | sweep``. See README.md."""
 
 from __future__ import annotations
 
@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("checkpoint", type=Path)
     evaluate.add_argument("--data", default=None, help="auto | embedded | mnist (default: the checkpoint's)")
     evaluate.add_argument("--no-probe", action="store_true", help="skip the linear probe (faster)")
+    from simclr_teach.lab import GRIDS, LAB_BASE
+
+    sweep = commands.add_parser("sweep", help="lab runs over a grid (06 lab), scores to a CSV")
+    sweep.add_argument("--grid", nargs="+", choices=GRIDS, required=True, help="grids to run, in order")
+    sweep.add_argument("--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)")
+    sweep.add_argument("--cache", type=Path, default=None, help="run cache (default: runs/cache)")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress output")
+    _add_dataclass_flags(sweep.add_argument_group("the base run (default: lab.LAB_BASE)"),
+                         TrainConfig, LAB_BASE)
     return parser
 
 
@@ -106,10 +115,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
+    from simclr_teach.lab import LAB_BASE, sweep
+    from simclr_teach.train import TrainConfig
+
+    given = vars(args)
+    base = replace(LAB_BASE, **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
+    rows = sweep(args.grid, args.out, args.cache, base, progress=not args.no_progress,
+                 command="python -m simclr_teach " + " ".join(argv))
+    print(f"wrote {len(rows)} runs to {args.out} (command in {args.out.with_suffix('.txt')})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a bad flag, 1 for a one-line error)."""
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
+        if args.command == "sweep":
+            return _sweep(args, argv)
         return _train(args) if args.command == "train" else _evaluate(args)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -358,3 +358,67 @@ def candidate_softmax(similarity: ArrayLike, probabilities: ArrayLike, positive:
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping],
+                highlight: str | None = None, title: str | None = None) -> Figure:
+    """Lab results (06): leave-one-out kNN against temperature, and one bar per run.
+
+    Args:
+        temperature_rows: rows of ``lab.COLUMNS`` (dicts); one line per batch size over tau.
+        bar_rows: rows drawn as horizontal bars, labelled by what they change.
+        highlight: the "key" of a run to ring in both panels (the lab's current settings).
+        title: figure title.
+
+    An empty list leaves its panel out.
+    """
+    if not temperature_rows and not bar_rows:
+        raise ValueError("nothing to plot: both temperature_rows and bar_rows are empty")
+    if temperature_rows and bar_rows:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.4), width_ratios=[1, 1.15])
+    else:
+        fig, ax = plt.subplots(figsize=(4.8, 3.4))
+        left, right = (ax, None) if temperature_rows else (None, ax)
+    if left is not None:
+        _temperature_panel(left, temperature_rows, highlight)
+    if right is not None:
+        _bar_panel(right, bar_rows, highlight)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _temperature_panel(left: Axes, temperature_rows: Sequence[Mapping], highlight: str | None) -> None:
+    sizes = sorted({int(row["batch_size"]) for row in temperature_rows})
+    for i, n in enumerate(sizes):
+        points = sorted((float(r["temperature"]), float(r["loo_knn"])) for r in temperature_rows
+                        if int(r["batch_size"]) == n)
+        taus, accs = zip(*points)
+        left.plot(taus, [100 * a for a in accs], "o-", color=plt.cm.viridis(i / max(1, len(sizes) - 1)),
+                  ms=4, label=f"N = {n}")
+    for row in temperature_rows:
+        if highlight is not None and row["key"] == highlight:
+            left.plot(float(row["temperature"]), 100 * float(row["loo_knn"]), "o", ms=11,
+                      mfc="none", mec="crimson", mew=2)
+    left.set_xscale("log")
+    left.set_xlabel("temperature tau (log scale)")
+    left.set_ylabel("leave-one-out kNN of h (%)")
+    if sizes:
+        left.legend(fontsize=8, title="batch size", title_fontsize=8)
+    left.grid(alpha=0.3)
+
+
+def _bar_panel(right: Axes, bar_rows: Sequence[Mapping], highlight: str | None) -> None:
+    names = [f"{r['label']} (tau {float(r['temperature']):g}, N {int(r['batch_size'])})"
+             for r in bar_rows]
+    accs = [100 * float(r["loo_knn"]) for r in bar_rows]
+    colors = ["crimson" if highlight is not None and r["key"] == highlight else "tab:blue"
+              for r in bar_rows]
+    right.barh(range(len(bar_rows)), accs, color=colors)
+    right.set_yticks(range(len(bar_rows)), names, fontsize=7)
+    right.invert_yaxis()                     # first row on top
+    for y, acc in enumerate(accs):
+        right.text(acc, y, f" {acc:.1f}", va="center", fontsize=7)
+    right.set_xlim(max(0.0, min(accs, default=0.0) - 10), 100)
+    right.set_xlabel("leave-one-out kNN of h (%)")

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import fields
+from pathlib import Path
 
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
@@ -23,9 +24,13 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from simclr_teach import plots
-from simclr_teach.augment import PARAM_RANGES, AugmentParams, BatchAugment
+from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams, BatchAugment
+from simclr_teach.data import load_mnist
+from simclr_teach.lab import LAB_BASE, RESULTS_FILE, LabResults, default_cache, describe, lab_config, lab_run
 from simclr_teach.loss import contrastive_accuracy, nt_xent, positive_index
 from simclr_teach.model import preprocess
+from simclr_teach.shortcut import MAX_BITS
+from simclr_teach.train import History, TrainConfig
 
 # --- shared: the Explorer container ----------------------------------------------------------
 
@@ -446,3 +451,128 @@ def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
                     compute=lambda v: _neighbours_compute(spaces, query_labels, bank_labels, v),
                     render=lambda s: _neighbours_render(query_images, bank_images, s),
                     css_class="simclr-neighbours-explorer")
+
+
+# --- training lab (06_temperature_augmentation_lab) ------------------------------------------
+
+LAB_BATCH_SIZES = (32, 64, 128, 256, 512)
+
+
+def lab_state(values: Mapping, cache_dir: str | Path, base: TrainConfig | None = None,
+              shown: int = 12) -> dict:
+    """What the lab shows for its controls: the run they describe and the stored results.
+
+    Args:
+        values: control values (see ``lab.lab_config``); "train" and other non-config keys of
+            the widget are not passed here.
+        cache_dir: run cache; results are read from ``cache_dir/lab_results.json``.
+        base: the lab's base run (default ``lab.LAB_BASE``). shown: bars for the newest runs.
+
+    Returns:
+        {"config", "key", "row" (this config's stored row or None), "rows" (all, oldest first),
+        "bars" (the newest ``shown``), "curve" (runs with every default transform on)}.
+    """
+    config = lab_config(values, base if base is not None else LAB_BASE)
+    key = config.key(load_mnist(config.data, verbose=False).name)
+    rows = LabResults(Path(cache_dir) / RESULTS_FILE).rows()
+    curve = [r for r in rows if r["ablated"] == "-" and not r["shortcut_bits"] and r["strength"] == 1]
+    return {"config": config, "key": key, "row": next((r for r in rows if r["key"] == key), None),
+            "rows": rows, "bars": rows[-shown:], "curve": curve}
+
+
+def _lab_render(state: dict) -> tuple[bytes, str]:
+    config, row = state["config"], state["row"]
+    if row is None:
+        now = (f"<b>{describe(config)}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+               f"{config.epochs} epochs: not trained yet; press <b>Train</b>.")
+    else:
+        now = (f"<b>{row['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+               f"{config.epochs} epochs: leave-one-out kNN <b>{row['loo_knn']:.1%}</b> "
+               f"(trained in {row['train_seconds']:.0f} s; Train again is instant).")
+    if not state["rows"]:
+        return b"", now + " No runs yet: the plots appear after the first."
+    fig = plots.lab_summary(state["curve"], state["bars"], highlight=state["key"],
+                            title=f"{len(state['rows'])} lab run(s)")
+    cells = "".join(
+        f"<tr><td>{r['label']}</td><td>{r['temperature']:g}</td><td>{r['batch_size']}</td>"
+        f"<td>{r['epochs']}</td><td>{r['loo_knn']:.1%}</td><td>{r['train_seconds']:.0f}</td></tr>"
+        for r in reversed(state["rows"]))
+    table = ("<table><tr><th>augmentations</th><th>tau</th><th>N</th><th>epochs</th>"
+             f"<th>LOO kNN</th><th>s</th></tr>{cells}</table>")
+    return figure_png(fig), now + table
+
+
+def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None = None) -> Explorer:
+    """Controls for a SimCLR run and a Train button. Taught in 06_temperature_augmentation_lab.
+
+    Train trains the run the controls describe (``lab.lab_run``: cached by configuration, so
+    the same settings again are instant), with a progress bar per epoch, then adds it to the
+    results table and the plots. Results are stored in ``cache_dir/lab_results.json``.
+
+    Args:
+        cache_dir: run cache (default ``runs/cache``, shared with notebooks 04 and 05).
+        base: the run the controls start from (default ``lab.LAB_BASE``).
+
+    Returns:
+        An Explorer (not displayed). Controls: "temperature" (log scale), "batch_size",
+        "epochs", "strength", "shortcut_bits", each AugmentParams field and its
+        "<field>_ablate" checkbox, and the "train" button. ``explorer.progress`` is the bar,
+        ``explorer.train()`` does what the button does and returns the run's row.
+    """
+    base = base if base is not None else LAB_BASE
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
+    controls: dict[str, widgets.Widget] = {
+        "temperature": widgets.FloatLogSlider(
+            value=base.temperature, base=10, min=-2, max=math.log10(2), step=0.01,
+            description="temperature tau", continuous_update=False,
+            style={"description_width": "initial"}),
+        "batch_size": widgets.SelectionSlider(
+            options=sorted({*LAB_BATCH_SIZES, base.batch_size}), value=base.batch_size,
+            description="batch size N", continuous_update=False,
+            style={"description_width": "initial"}),
+        "epochs": _slider("epochs", base.epochs, 1, max(30, base.epochs), 1, integer=True),
+        "strength": _slider("strength (all)", base.strength, 0.0, 3.0, 0.05),
+        "shortcut_bits": _slider("shortcut bits", base.shortcut_bits, 0, MAX_BITS, 1, integer=True),
+        "train": widgets.Button(description="Train", icon="play", button_style="primary"),
+    }
+    rows = [widgets.HBox([controls["temperature"], controls["batch_size"]]),
+            widgets.HBox([controls["epochs"], controls["strength"], controls["shortcut_bits"]])]
+    for field in fields(AugmentParams):
+        name, (low, high) = field.name, PARAM_RANGES[field.name]
+        switch, label, step, when_off = AUGMENT_CONTROLS[name]
+        value = getattr(base.augment, name)
+        is_on = value != OFF_VALUES[name]
+        controls[name] = _slider(label, value if is_on else when_off, low, high, step)
+        controls[f"{name}_ablate"] = widgets.Checkbox(
+            value=not is_on, description=f"ablate {switch}", indent=False, layout={"width": "150px"})
+        rows.append(widgets.HBox([controls[f"{name}_ablate"], controls[name]]))
+    progress = widgets.IntProgress(value=0, min=0, max=1, description="not started",
+                                   style={"description_width": "initial"})
+    rows.append(widgets.HBox([controls["train"], progress]))
+
+    def config_values(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k != "train"}
+
+    explorer = Explorer(controls, rows, compute=lambda v: lab_state(config_values(v), cache_dir, base),
+                        render=_lab_render, css_class="simclr-training-lab")
+
+    def train(_: object = None) -> dict:
+        config = lab_config(config_values(explorer.values()), base)
+        progress.max, progress.value, progress.description = config.epochs, 0, "training"
+
+        def on_epoch_end(history: History) -> None:
+            progress.value = len(history.epoch)
+            progress.description = f"epoch {len(history.epoch)}/{config.epochs}, loss {history.loss[-1]:.2f}"
+
+        controls["train"].disabled = True
+        try:
+            row = lab_run(config, cache_dir, on_epoch_end=on_epoch_end)
+        finally:
+            controls["train"].disabled = False
+        progress.value, progress.description = progress.max, f"done: LOO kNN {row['loo_knn']:.1%}"
+        explorer.refresh()
+        return row
+
+    controls["train"].on_click(train)
+    explorer.progress, explorer.train = progress, train
+    return explorer

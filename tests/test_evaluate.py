@@ -246,3 +246,18 @@ def test_raw_pixel_knn_on_real_mnist():
     labels = torch.from_numpy(y[order].astype(np.int64))
     train, test = pixel_features(images[:1000]), pixel_features(images[1000:])
     assert knn_accuracy(train, labels[:1000], test, labels[1000:], k=20) > 0.8
+
+
+def test_knn_leave_one_out_never_uses_the_query_itself():
+    # two well-separated clusters plus one mislabelled point inside cluster 0: with itself in
+    # the bank (k=1) it is "right"; left out, its 5 neighbours outvote it
+    torch.manual_seed(0)
+    features = torch.cat([torch.randn(20, 4) * 0.1 + 3, torch.randn(20, 4) * 0.1 - 3])
+    labels = torch.tensor([0] * 20 + [1] * 20)
+    labels[0] = 1
+    with_self = knn_accuracy(features, labels, features, labels, k=1)
+    left_out = knn_predict(features, labels, features, k=5, leave_one_out=True)
+    assert with_self == 1.0
+    assert left_out[0] == 0 and (left_out[1:] == labels[1:]).all()
+    with pytest.raises(ValueError, match="leave_one_out"):
+        knn_predict(features, labels, features[:5], leave_one_out=True)

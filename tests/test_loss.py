@@ -85,3 +85,19 @@ def test_stable_at_low_temperature_and_under_autocast():
 def test_bad_input_names_the_problem(z1, z2, temperature, message):
     with pytest.raises(ValueError, match=message):
         nt_xent(z1, z2, temperature)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 0.1, 0.02])
+def test_gradients_equal_cross_entropy_of_the_logits(temperature):
+    # the hand-written backward of nt_xent against autograd through the textbook formula
+    from simclr_teach.loss import positive_index, similarity_logits
+
+    torch.manual_seed(1)
+    z1, z2 = torch.randn(24, 16, requires_grad=True), torch.randn(24, 16, requires_grad=True)
+    nt_xent(z1, z2, temperature).backward()
+    fast = z1.grad.clone(), z2.grad.clone()
+    z1.grad = z2.grad = None
+    logits = similarity_logits(z1, z2, temperature)                   # (2N, 2N)
+    torch.nn.functional.cross_entropy(logits, positive_index(24)).backward()
+    for got, want in zip(fast, (z1.grad, z2.grad)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)

@@ -27,3 +27,22 @@ def test_build_simclr_names():
     assert isinstance(build_simclr("mlp", width=8).encoder, MLPEncoder)
     with pytest.raises(ValueError, match="'conv' or 'mlp'"):
         build_simclr("resnet")
+
+
+def test_conv_encoder_is_channels_last_and_keeps_it():
+    model = build_simclr("conv", width=4)
+    conv = model.encoder.net[1][0].weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    copy = build_simclr("conv", width=4)
+    copy.load_state_dict(model.state_dict())
+    assert copy.encoder.net[1][0].weight.is_contiguous(memory_format=torch.channels_last)
+    h, z = model(torch.rand(3, 1, 28, 28))                 # any input layout works
+    assert h.shape == (3, 16) and z.shape[0] == 3
+
+
+def test_autocast_dtype_per_device():
+    from simclr_teach.utils import autocast_dtype
+
+    assert autocast_dtype(torch.device("cpu"), enabled=False) is None
+    assert autocast_dtype(torch.device("cpu")) in (None, torch.bfloat16)  # bf16 only if native
+    assert autocast_dtype(torch.device("mps")) is None

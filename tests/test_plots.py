@@ -145,3 +145,16 @@ def test_no_figure_is_shown(monkeypatch):
     monkeypatch.setattr(plt, "show", lambda *a, **k: pytest.fail("plots must not call plt.show()"))
     plots.image_grid(digits(2))
     plots.similarity_heatmap(torch.randn(3, 2), torch.randn(3, 2))
+
+
+def test_lab_summary_panels_and_highlight():
+    rows = [{"key": f"k{t}{n}", "label": "all on", "temperature": t, "batch_size": n,
+             "loo_knn": 0.9 + t / 10} for t in (0.1, 0.5) for n in (64, 256)]
+    fig = plots.lab_summary(rows, rows[:3], highlight="k0.164")
+    left, right = fig.axes
+    assert len(left.get_lines()) == 3          # two batch sizes and the highlight ring
+    assert len(right.patches) == 3 and right.patches[0].get_facecolor()[0] > 0.5  # crimson bar
+    plt.close(fig)
+    assert len(plots.lab_summary([], rows).axes) == 1
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plots.lab_summary([], [])

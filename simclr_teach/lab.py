@@ -1,0 +1,250 @@
+"""The temperature and augmentation lab: short cached runs, their scores, and the sweeps.
+
+A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: 10-30 s on a 2-core CPU) trained
+with ``load_or_train``, so a configuration trains once and is reused, scored by the
+leave-one-out weighted kNN accuracy of h over the training digits (never the test split). Scores go to
+``lab_results.json`` beside the run cache, written atomically, so they survive a kernel
+restart. ``sweep`` runs whole grids (temperature x batch size, the "all augmentations but one"
+ablation of Chen et al., 2020, Figure 5, and the random-bits shortcut) and writes a CSV.
+Taught in 06_temperature_augmentation_lab; ``widgets.training_lab`` is its interface.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
+from simclr_teach.checkpoint import atomic_write_text
+from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
+
+# The lab's run: the course's model at half width, 8 epochs (~20 s on 2 idle cores). Every field
+# is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
+# embedded digits, so a run takes the same time whether or not full MNIST is on disk.
+LAB_BASE = TrainConfig(
+    data="embedded", encoder="conv", width=16, proj_hidden=128, proj_dim=64, epochs=8,
+    batch_size=256, temperature=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+    warmup_epochs=1, strength=1.0, augment=AugmentParams(crop_scale=0.6, rotation=15.0,
+    translate=0.1, shear=10.0, elastic=0.0, noise=0.1, blur=0.0, erase_p=0.25), seed=0)
+
+# Transforms on in AugmentParams(): the ones an ablation can switch off.
+DEFAULT_ON = [name for name in PARAM_RANGES if getattr(AugmentParams(), name) != OFF_VALUES[name]]
+
+RESULTS_FILE = "lab_results.json"
+COLUMNS = ["grid", "label", "temperature", "batch_size", "epochs", "width", "strength",
+           "ablated", "shortcut_bits", "seed", "loo_knn", "final_loss", "final_top1",
+           "train_seconds", "key"]
+
+
+def lab_config(values: Mapping[str, Any], base: TrainConfig = LAB_BASE) -> TrainConfig:
+    """The run that a set of lab controls describes.
+
+    Args:
+        values: any of "temperature", "batch_size", "epochs", "strength", "shortcut_bits",
+            "seed", an AugmentParams field name (e.g. "rotation") -> its value at strength 1,
+            and "<field>_ablate" -> True to switch that transform off.
+        base: the fields not given (default ``LAB_BASE``).
+
+    Returns:
+        A TrainConfig; invalid values raise ValueError naming the field.
+    """
+    scalars = {"temperature": float, "batch_size": int, "epochs": int, "strength": float,
+               "shortcut_bits": int, "seed": int}
+    known = {*scalars, *PARAM_RANGES, *(f"{name}_ablate" for name in PARAM_RANGES)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown lab control(s) {sorted(unknown)}; valid: {sorted(known)}")
+    augment = replace(base.augment, **{n: float(values[n]) for n in PARAM_RANGES if n in values})
+    augment = augment.disabled(*[n for n in PARAM_RANGES if values.get(f"{n}_ablate", False)])
+    return replace(base, augment=augment,
+                   **{name: cast(values[name]) for name, cast in scalars.items() if name in values})
+
+
+def ablated(config: TrainConfig) -> list[str]:
+    """The transforms of ``DEFAULT_ON`` that ``config`` has off (all of them at strength 0)."""
+    if config.strength == 0:
+        return list(DEFAULT_ON)
+    return [name for name in DEFAULT_ON if getattr(config.augment, name) == OFF_VALUES[name]]
+
+
+def describe(config: TrainConfig) -> str:
+    """A short label for a run: "all on", "no rotation", "no augmentation", "+4 bits"."""
+    off = ablated(config)
+    if len(off) == len(DEFAULT_ON):
+        label = "no augmentation"
+    elif off:
+        label = "no " + ", ".join(off)
+    else:
+        label = "all on" if config.strength == 1 else f"strength {config.strength:g}"
+    return label + (f", +{config.shortcut_bits} bits" if config.shortcut_bits else "")
+
+
+class LabResults:
+    """Scores of finished lab runs, one per configuration, in a JSON file written atomically.
+
+    Args:
+        path: the JSON file (created on the first ``add``).
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """All stored rows, oldest first; [] if the file does not exist yet."""
+        if not self.path.is_file():
+            return []
+        try:
+            return list(json.loads(self.path.read_text())["runs"])
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ValueError(f"{self.path} is not a lab results file ({error}); move it away "
+                             "and the lab starts a new one") from error
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The row of the run with this config key, or None."""
+        return next((row for row in self.rows() if row["key"] == key), None)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Store ``row`` (replacing one with the same key), atomically."""
+        rows = [r for r in self.rows() if r["key"] != row["key"]] + [row]
+        atomic_write_text(self.path, json.dumps({"runs": rows}, indent=1))
+
+
+def default_cache() -> Path:
+    """Where lab runs are cached: ``runs/cache`` (the cache notebooks 04 and 05 share)."""
+    return runs_dir() / "cache"
+
+
+def score(model: torch.nn.Module, data_name: str = "embedded") -> float:
+    """Leave-one-out kNN@20 of h over the training digits: each classified by the others.
+
+    Like a validation split it never touches the test split, but every one of the 4,000
+    labelled training digits is a query (a 500-digit split has ~1.3 points of sampling noise
+    at 90%; this has ~0.5), so smaller differences between lab runs can be told apart.
+    """
+    from simclr_teach.data import load_mnist
+    from simclr_teach.evaluate import embed, knn_accuracy
+
+    data = load_mnist(data_name, verbose=False)
+    h = embed(model, data.train_images)                          # (4000, D_h)
+    return knn_accuracy(h, data.train_labels, h, data.train_labels, leave_one_out=True)
+
+
+def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: bool = False,
+            on_epoch_end: Callable[[History], None] | None = None, grid: str = "lab") -> dict:
+    """Train (or load) one lab run and return its row; instant if it was scored before.
+
+    Args:
+        config: the run, e.g. from ``lab_config``.
+        cache_dir: run cache; default ``runs/cache``. Scores go to ``cache_dir/lab_results.json``.
+        progress: tqdm progress bar while training.
+        on_epoch_end: called with the History after each epoch (a progress widget).
+        grid: the name stored in the row's "grid" column.
+
+    Returns:
+        A dict with the keys of ``COLUMNS``.
+    """
+    from simclr_teach.data import load_mnist
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
+    store = LabResults(cache_dir / RESULTS_FILE)
+    key = config.key(load_mnist(config.data, verbose=False).name)
+    row = store.get(key)
+    if row is not None:
+        return {**row, "grid": grid}
+    model, history = load_or_train(config, cache_dir, progress=progress, monitor=False,
+                                   on_epoch_end=on_epoch_end)
+    row = {"grid": grid, "label": describe(config), "temperature": config.temperature,
+           "batch_size": config.batch_size, "epochs": config.epochs, "width": config.width,
+           "strength": config.strength, "ablated": "+".join(ablated(config)) or "-",
+           "shortcut_bits": config.shortcut_bits, "seed": config.seed,
+           "loo_knn": round(score(model, config.data), 4),
+           "final_loss": round(history.loss[-1], 4), "final_top1": round(history.top1[-1], 4),
+           "train_seconds": round(history.seconds[-1], 1), "key": key}
+    store.add(row)
+    return row
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
+BATCH_SIZES = (64, 128, 256, 512)
+SHORTCUT_BITS = (0, 2, 4, 8, 14)
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def sweep_configs(grid: str, base: TrainConfig = LAB_BASE) -> list[TrainConfig]:
+    """The runs of one named grid.
+
+    - "temperature-batch": every tau in TEMPERATURES x every N in BATCH_SIZES.
+    - "ablation": all on, each transform of DEFAULT_ON off in turn, and no augmentation.
+    - "shortcut": SHORTCUT_BITS random bits shared by both views, augmentations on.
+    - "seeds": ``base`` with each of SEEDS (the noise of one number).
+    """
+    if grid == "temperature-batch":
+        return [replace(base, temperature=t, batch_size=n) for t in TEMPERATURES for n in BATCH_SIZES]
+    if grid == "ablation":
+        return ([base] + [replace(base, augment=base.augment.disabled(name)) for name in DEFAULT_ON]
+                + [replace(base, strength=0.0)])
+    if grid == "shortcut":
+        return [replace(base, shortcut_bits=bits) for bits in SHORTCUT_BITS]
+    if grid == "seeds":
+        return [replace(base, seed=seed) for seed in SEEDS]
+    raise ValueError(f"unknown grid {grid!r}; use one of {GRIDS}")
+
+
+GRIDS = ("temperature-batch", "ablation", "shortcut", "seeds")
+
+
+def write_csv(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
+    """Rows (dicts with the keys of COLUMNS) to a CSV file, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = None,
+          base: TrainConfig = LAB_BASE, progress: bool = True, command: str = "") -> list[dict]:
+    """Run the named grids, one lab run after another, writing ``out`` (CSV) after each run.
+
+    Runs already in the cache are not trained again, so an interrupted sweep continues where it
+    stopped. Beside the CSV, ``<out>.txt`` records the command, machine and time it took.
+
+    Args:
+        grids: names from GRIDS. out: the CSV path. cache_dir: run cache (default runs/cache).
+        base: the run every grid varies. progress: a line per run and a bar per epoch.
+        command: the command line to record (default: a ``python -m simclr_teach sweep`` line).
+
+    Returns:
+        The rows, in order.
+    """
+    grids = list(grids)
+    configs = [(grid, config) for grid in grids for config in sweep_configs(grid, base)]
+    out, rows, start = Path(out), [], time.perf_counter()
+    for i, (grid, config) in enumerate(configs, 1):
+        row = lab_run(config, cache_dir, progress=progress, grid=grid)
+        rows.append(row)
+        write_csv(rows, out)
+        if progress:
+            print(f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} N={config.batch_size} "
+                  f"{row['label']}: LOO kNN {row['loo_knn']:.1%}", flush=True)
+    command = command or f"python -m simclr_teach sweep --grid {' '.join(grids)} --out {out}"
+    note = {"command": command, "base": asdict(base), "runs": len(rows),
+            "training minutes (sum over runs)": round(sum(r["train_seconds"] for r in rows) / 60, 1),
+            "minutes of this call (cached runs are not trained again)":
+                round((time.perf_counter() - start) / 60, 1),
+            "machine": f"{platform.processor() or platform.machine()}, "
+                       f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    atomic_write_text(out.with_suffix(".txt"), "\n".join(f"{k}: {v}" for k, v in note.items()) + "\n")
+    return rows

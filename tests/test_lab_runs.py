@@ -1,0 +1,109 @@
+"""The lab (06): configs from controls, cached scored runs, the results store and sweeps."""
+
+import csv
+import json
+
+import pytest
+
+from simclr_teach import lab
+from simclr_teach import train as train_module
+from simclr_teach.augment import AugmentParams
+from simclr_teach.cli import main
+from simclr_teach.lab import (DEFAULT_ON, LAB_BASE, LabResults, ablated, describe, lab_config,
+                              lab_run, sweep, sweep_configs)
+from simclr_teach.train import TrainConfig
+
+TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,
+                   warmup_epochs=0, device="cpu")
+
+
+def test_lab_config_maps_controls_to_a_train_config():
+    config = lab_config({"temperature": 0.1, "batch_size": 128, "rotation": 30.0,
+                         "rotation_ablate": False, "noise_ablate": True, "epochs": 3})
+    assert (config.temperature, config.batch_size, config.epochs) == (0.1, 128, 3)
+    assert config.augment.rotation == 30.0 and config.augment.noise == 0.0
+    assert config.width == LAB_BASE.width and config.data == "embedded"
+    assert lab_config({}) == LAB_BASE
+    with pytest.raises(ValueError, match="unknown lab control"):
+        lab_config({"temprature": 0.1})
+    with pytest.raises(ValueError, match="temperature"):
+        lab_config({"temperature": 0.0})
+
+
+def test_ablation_labels():
+    assert ablated(LAB_BASE) == [] and describe(LAB_BASE) == "all on"
+    no_rotation = lab_config({"rotation_ablate": True})
+    assert ablated(no_rotation) == ["rotation"] and describe(no_rotation) == "no rotation"
+    assert describe(lab_config({"strength": 0.0})) == "no augmentation"
+    assert describe(lab_config({"shortcut_bits": 4})) == "all on, +4 bits"
+    assert set(DEFAULT_ON) == {n for n, v in AugmentParams().__dict__.items()
+                               if v != AugmentParams.at_strength(0).__dict__[n]}
+
+
+def test_results_store_replaces_by_key_and_rejects_garbage(tmp_path):
+    store = LabResults(tmp_path / "r.json")
+    assert store.rows() == []
+    store.add({"key": "a", "loo_knn": 0.5})
+    store.add({"key": "b", "loo_knn": 0.6})
+    store.add({"key": "a", "loo_knn": 0.7})
+    assert [r["key"] for r in store.rows()] == ["b", "a"] and store.get("a")["loo_knn"] == 0.7
+    assert not list(tmp_path.glob(".*.tmp"))                     # no temporary file left behind
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not a lab results file"):
+        LabResults(tmp_path / "bad.json").rows()
+
+
+def test_lab_run_trains_once_scores_and_survives_a_restart(tmp_path, monkeypatch):
+    epochs = []
+    row = lab_run(TINY, tmp_path, on_epoch_end=lambda h: epochs.append(len(h.epoch)))
+    assert epochs == [1]
+    assert set(row) == set(lab.COLUMNS) and 0.0 < row["loo_knn"] <= 1.0
+    assert row["label"] == "all on" and row["ablated"] == "-"
+    stored = json.loads((tmp_path / lab.RESULTS_FILE).read_text())["runs"]
+    assert stored == [row]
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained again although the run was cached")
+
+    monkeypatch.setattr(train_module, "train_simclr", must_not_train)
+    assert lab_run(TINY, tmp_path) == row          # a new call (as after a restart) reads the file
+    (tmp_path / lab.RESULTS_FILE).unlink()         # scores lost, checkpoint kept: rescored, no training
+    assert lab_run(TINY, tmp_path)["loo_knn"] == row["loo_knn"]
+
+
+def test_sweep_grids():
+    grid = sweep_configs("temperature-batch")
+    assert len(grid) == len(lab.TEMPERATURES) * len(lab.BATCH_SIZES)
+    assert {(c.temperature, c.batch_size) for c in grid} == {
+        (t, n) for t in lab.TEMPERATURES for n in lab.BATCH_SIZES}
+    ablation = sweep_configs("ablation")
+    assert [describe(c) for c in ablation] == (
+        ["all on"] + [f"no {n}" for n in DEFAULT_ON] + ["no augmentation"])
+    assert [c.shortcut_bits for c in sweep_configs("shortcut")] == list(lab.SHORTCUT_BITS)
+    with pytest.raises(ValueError, match="unknown grid"):
+        sweep_configs("everything")
+
+
+def test_sweep_writes_csv_and_command_and_resumes(tmp_path, monkeypatch):
+    monkeypatch.setattr(lab, "SEEDS", (0, 1))
+    out = tmp_path / "sweep.csv"
+    rows = sweep(["seeds"], out, tmp_path / "cache", base=TINY, progress=False)
+    with out.open() as f:
+        table = list(csv.DictReader(f))
+    assert [int(r["seed"]) for r in table] == [0, 1] and list(table[0]) == lab.COLUMNS
+    assert [float(r["loo_knn"]) for r in table] == [r["loo_knn"] for r in rows]
+    assert "python -m simclr_teach sweep --grid seeds" in out.with_suffix(".txt").read_text()
+    monkeypatch.setattr(train_module, "train_simclr", lambda *a, **k: 1 / 0)  # all cached now
+    assert sweep(["seeds"], out, tmp_path / "cache", base=TINY, progress=False) == rows
+
+
+def test_cli_sweep(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(lab, "SEEDS", (0,))
+    argv = ["sweep", "--grid", "seeds", "--out", str(tmp_path / "s.csv"), "--cache",
+            str(tmp_path / "c"), "--no-progress", "--width", "2", "--epochs", "1",
+            "--batch-size", "512", "--proj-hidden", "8", "--proj-dim", "4"]
+    assert main(argv) == 0
+    assert "wrote 1 runs" in capsys.readouterr().out
+    note = (tmp_path / "s.txt").read_text()
+    assert "python -m simclr_teach " + " ".join(argv) in note
+    assert "'width': 2" in note

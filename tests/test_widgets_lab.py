@@ -1,0 +1,53 @@
+"""The training lab widget (06): controls -> config, Train -> a stored, plotted run."""
+
+import pytest
+
+from simclr_teach import lab
+from simclr_teach import train as train_module
+from simclr_teach.train import TrainConfig
+from simclr_teach.widgets import lab_state, training_lab
+
+TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,
+                   warmup_epochs=0, device="cpu")
+
+
+def test_lab_state_finds_stored_runs(tmp_path):
+    state = lab_state({}, tmp_path, TINY)
+    assert state["config"] == TINY and state["row"] is None and state["rows"] == []
+    row = lab.lab_run(TINY, tmp_path)
+    state = lab_state({}, tmp_path, TINY)
+    assert state["row"] == row and state["curve"] == [row] and state["bars"] == [row]
+    other = lab_state({"rotation_ablate": True}, tmp_path, TINY)
+    assert other["row"] is None and other["key"] != state["key"] and other["rows"] == [row]
+
+
+def test_training_lab_controls_train_and_cache(tmp_path, monkeypatch):
+    explorer = training_lab(tmp_path, base=TINY)
+    assert "not trained yet" in explorer.caption.value and bytes(explorer.image.value) == b""
+    assert explorer.controls["temperature"].value == pytest.approx(TINY.temperature)
+    assert explorer.controls["rotation_ablate"].value is False
+    assert explorer.controls["elastic_ablate"].value is True          # off in AugmentParams()
+
+    explorer.controls["temperature"].value = 0.5
+    explorer.controls["noise_ablate"].value = True
+    explorer.controls["train"].click()                                 # what the button does
+    row = explorer.state["row"]
+    assert row is not None and row["temperature"] == 0.5 and row["label"] == "no noise"
+    assert explorer.progress.value == explorer.progress.max == 1
+    assert "LOO kNN" in explorer.progress.description
+    assert bytes(explorer.image.value).startswith(b"\x89PNG") and "leave-one-out kNN" in explorer.caption.value
+    assert "no noise" in explorer.caption.value                        # the results table
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained again although the run was cached")
+
+    monkeypatch.setattr(train_module, "train_simclr", must_not_train)
+    assert explorer.train() == row                                     # same settings: instant
+    restarted = training_lab(tmp_path, base=TINY)                      # as after a kernel restart
+    restarted.controls["temperature"].value = 0.5
+    restarted.controls["noise_ablate"].value = True
+    assert restarted.state["row"] == row
+    restarted.controls["noise_ablate"].value = False
+    assert restarted.state["row"] is None and "not trained yet" in restarted.caption.value
+    explorer.close()
+    restarted.close()
