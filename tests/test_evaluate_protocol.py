@@ -9,11 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simclr_teach.evaluate import (
-    knn_accuracy,
+from simclr_teach.evaluate import knn_accuracy, linear_probe, neighbour_confusion
+from simclr_teach.protocol import (
     labelled_subset,
-    linear_probe,
-    neighbour_confusion,
     predict_labels,
     train_supervised_cnn,
     tune_knn,
