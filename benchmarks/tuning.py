@@ -33,7 +33,7 @@ VARIANTS: list[dict[str, Any]] = [
 
 
 def validation_run(config: Any) -> dict[str, Any]:
-    """Train ``config`` on the embedded training digits; kNN of h on the validation split."""
+    """Train ``config`` on the embedded digits; kNN of h (validation split, leave-one-out) and z."""
     from simclr_teach.data import load_mnist
     from simclr_teach.evaluate import embed, knn_accuracy
     from simclr_teach.train import build_model, train_simclr, validation_split
@@ -44,13 +44,11 @@ def validation_run(config: Any) -> dict[str, Any]:
     seed_everything(config.seed)
     model = build_model(config)
     history = train_simclr(model, data.train_images, config, progress=False)
-    bank, query = embed(model, data.train_images[~val]), embed(model, data.train_images[val])
-    knn = {k: knn_accuracy(bank, data.train_labels[~val], query, data.train_labels[val], k=k)
-           for k in (5, 20)}
-    bank_z, query_z = embed(model, data.train_images[~val], "z"), embed(model, data.train_images[val], "z")
-    knn_z = knn_accuracy(bank_z, data.train_labels[~val], query_z, data.train_labels[val])
-    h = embed(model, data.train_images)
-    loo = knn_accuracy(h, data.train_labels, h, data.train_labels, leave_one_out=True)
+    y = data.train_labels
+    h, z = embed(model, data.train_images), embed(model, data.train_images, "z")  # (4000, D)
+    knn = {k: knn_accuracy(h[~val], y[~val], h[val], y[val], k=k) for k in (5, 20)}
+    knn_z = knn_accuracy(z[~val], y[~val], z[val], y[val])
+    loo = knn_accuracy(h, y, h, y, leave_one_out=True)
     return {"epochs": config.epochs, "batch_size": config.batch_size,
             "loo_knn_k20": round(loo, 4),
             "val_knn_k5": round(knn[5], 4), "val_knn_k20": round(knn[20], 4),

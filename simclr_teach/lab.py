@@ -1,6 +1,6 @@
 """The temperature and augmentation lab: short cached runs, their scores, and the sweeps.
 
-A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: 10-30 s on a 2-core CPU) trained
+A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: ~10 s on a 2-core CPU) trained
 with ``load_or_train``, so a configuration trains once and is reused, scored by the
 leave-one-out weighted kNN accuracy of h over the training digits (never the test split). Scores go to
 ``lab_results.json`` beside the run cache, written atomically, so they survive a kernel
@@ -27,7 +27,7 @@ from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
 from simclr_teach.checkpoint import atomic_write_text
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
 
-# The lab's run: the course's model at half width, 8 epochs (~20 s on 2 idle cores). Every field
+# The lab's run: the course's model at half width, 8 epochs (~8 s on 2 idle cores). Every field
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
 # embedded digits, so a run takes the same time whether or not full MNIST is on disk.
 LAB_BASE = TrainConfig(

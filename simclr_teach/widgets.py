@@ -125,6 +125,30 @@ AUGMENT_CONTROLS: dict[str, tuple[str, str, float, float]] = {
 }
 
 
+def _augment_controls(params: AugmentParams, switch: str) -> tuple[dict[str, widgets.Widget],
+                                                                   list[widgets.Widget]]:
+    """A slider per AugmentParams field, starting at ``params``, beside a checkbox.
+
+    ``switch="on"``: checkbox "<field>_on", ticked while the transform is on (01's explorer).
+    ``switch="ablate"``: checkbox "<field>_ablate", ticked while it is off (06's lab).
+    Returns (controls by name, one HBox row per field).
+    """
+    controls: dict[str, widgets.Widget] = {}
+    rows = []
+    for field in fields(AugmentParams):
+        name, (low, high) = field.name, PARAM_RANGES[field.name]
+        short, label, step, when_off = AUGMENT_CONTROLS[name]
+        value = getattr(params, name)
+        is_on = value != OFF_VALUES[name]
+        controls[name] = _slider(label, value if is_on else when_off, low, high, step)
+        box = widgets.Checkbox(value=is_on if switch == "on" else not is_on, indent=False,
+                               description=short if switch == "on" else f"ablate {short}",
+                               layout={"width": "110px" if switch == "on" else "150px"})
+        controls[f"{name}_{switch}"] = box
+        rows.append(widgets.HBox([box, controls[name]]))
+    return controls, rows
+
+
 def params_from_controls(values: Mapping[str, float | bool]) -> AugmentParams:
     """The view family the explorer's controls describe. Taught in 01_augmentations.
 
@@ -238,7 +262,6 @@ def augmentation_explorer(images: Tensor, seed: int = 0, n_views: int = 8,
         An Explorer (not displayed). Controls: "strength", each AugmentParams field and its
         "<field>_on" checkbox, "index", "seed", and the "resample" button.
     """
-    defaults, identity = AugmentParams(), AugmentParams.at_strength(0.0)
     controls: dict[str, widgets.Widget] = {
         "index": _slider("digit", 0, 0, len(images) - 1, 1, integer=True),
         "seed": widgets.IntText(value=seed, description="seed", layout={"width": "150px"}),
@@ -247,15 +270,9 @@ def augmentation_explorer(images: Tensor, seed: int = 0, n_views: int = 8,
     }
     rows = [widgets.HBox([controls["index"], controls["seed"], controls["resample"]]),
             controls["strength"]]
-    for field in fields(AugmentParams):
-        name, (low, high) = field.name, PARAM_RANGES[field.name]
-        switch, label, step, when_off = AUGMENT_CONTROLS[name]
-        value = getattr(defaults, name)
-        is_on = value != getattr(identity, name)
-        controls[name] = _slider(label, value if is_on else when_off, low, high, step)
-        controls[f"{name}_on"] = widgets.Checkbox(value=is_on, description=switch, indent=False,
-                                                  layout={"width": "110px"})
-        rows.append(widgets.HBox([controls[f"{name}_on"], controls[name]]))
+    augment_controls, augment_rows = _augment_controls(AugmentParams(), "on")
+    controls.update(augment_controls)
+    rows += augment_rows
 
     def resample(_: widgets.Button) -> None:
         controls["seed"].value += 1                                # the observer redraws
@@ -537,15 +554,9 @@ def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None =
     }
     rows = [widgets.HBox([controls["temperature"], controls["batch_size"]]),
             widgets.HBox([controls["epochs"], controls["strength"], controls["shortcut_bits"]])]
-    for field in fields(AugmentParams):
-        name, (low, high) = field.name, PARAM_RANGES[field.name]
-        switch, label, step, when_off = AUGMENT_CONTROLS[name]
-        value = getattr(base.augment, name)
-        is_on = value != OFF_VALUES[name]
-        controls[name] = _slider(label, value if is_on else when_off, low, high, step)
-        controls[f"{name}_ablate"] = widgets.Checkbox(
-            value=not is_on, description=f"ablate {switch}", indent=False, layout={"width": "150px"})
-        rows.append(widgets.HBox([controls[f"{name}_ablate"], controls[name]]))
+    augment_controls, augment_rows = _augment_controls(base.augment, "ablate")
+    controls.update(augment_controls)
+    rows += augment_rows
     progress = widgets.IntProgress(value=0, min=0, max=1, description="not started",
                                    style={"description_width": "initial"})
     rows.append(widgets.HBox([controls["train"], progress]))

@@ -91,16 +91,26 @@ def test_00_setup_runs_clean(lab):
     lab.screenshot("after-run-all")
 
 
-def test_01_augmentation_explorer(lab, expect):
-    """Run 01, then move the explorer's sliders: the views redraw and the caption follows."""
-    _run_clean(lab, "01_augmentations.ipynb")
-    explorer = lab.notebook.locator(".simclr-augmentation-explorer")
+def _open_explorer(lab, expect, notebook: str, css_class: str):
+    """Run ``notebook`` clean, find its one explorer, and check its picture is drawn.
+
+    Returns (explorer, its image, its caption) as locators.
+    """
+    _run_clean(lab, notebook)
+    explorer = lab.notebook.locator(f".{css_class}")
     expect(explorer).to_have_count(1)
     explorer.scroll_into_view_if_needed()
     image, caption = explorer.locator("img").last, explorer.locator(".widget-html").last
     expect(image).to_be_visible()
-    views = lab.image_bytes(image)
     lab.screenshot("rendered", explorer)
+    return explorer, image, caption
+
+
+def test_01_augmentation_explorer(lab, expect):
+    """Run 01, then move the explorer's sliders: the views redraw and the caption follows."""
+    explorer, image, caption = _open_explorer(lab, expect, "01_augmentations.ipynb",
+                                              "simclr-augmentation-explorer")
+    views = lab.image_bytes(image)
 
     rotation = lab.slider(explorer, "rotation (max degrees)")
     assert float(lab.press_slider(rotation, "End")) == 180
@@ -128,14 +138,9 @@ def _caption_numbers(caption) -> dict[str, float]:
 
 def test_02_temperature_explorer(lab, expect):
     """Run 02, then move tau: the softmax plot redraws and the loss follows."""
-    _run_clean(lab, "02_nt_xent_loss.ipynb")
-    explorer = lab.notebook.locator(".simclr-temperature-explorer")
-    expect(explorer).to_have_count(1)
-    explorer.scroll_into_view_if_needed()
-    image, caption = explorer.locator("img").last, explorer.locator(".widget-html").last
-    expect(image).to_be_visible()
+    explorer, image, caption = _open_explorer(lab, expect, "02_nt_xent_loss.ipynb",
+                                              "simclr-temperature-explorer")
     plot, start = lab.image_bytes(image), _caption_numbers(caption)
-    lab.screenshot("rendered", explorer)
 
     tau = lab.slider(explorer, "temperature tau")
     assert float(lab.press_slider(tau, "Home")) == pytest.approx(0.01)
