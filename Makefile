@@ -17,8 +17,12 @@ $(STAMP): requirements.txt pyproject.toml
 
 setup: $(STAMP)
 
+# JupyterLab refuses to run as root (Docker containers, many cloud notebooks) without
+# --allow-root; pass it only then. LAB_ARGS adds server options (.ci/run: --no-browser, a port).
+ALLOW_ROOT := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+LAB_ARGS   ?=
 lab: setup  ## open the course in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(ALLOW_ROOT) $(LAB_ARGS) notebooks/
 
 test: test-unit test-notebooks  ## unit tests, then every notebook under nbval
 

@@ -1,0 +1,32 @@
+"""The README's commands as make would run them (dry runs: nothing is installed or started)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dry_run(*args: str) -> str:
+    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lab_allows_root_only_as_root():
+    # JupyterLab exits 1 as root ("Running as root is not recommended") unless --allow-root
+    line = next(l for l in dry_run("lab").splitlines() if "jupyter lab" in l)
+    assert ("--allow-root" in line) == (os.getuid() == 0)
+    assert line.rstrip().endswith("notebooks/")
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_lab_passes_server_options():
+    line = next(l for l in dry_run("lab", "LAB_ARGS=--no-browser --port=9").splitlines()
+                if "jupyter lab" in l)
+    assert "--no-browser --port=9" in line
