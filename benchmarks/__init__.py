@@ -5,7 +5,7 @@ Each module measures one item of issue #6 and has `run(quick, out_dir) -> dict`;
 See benchmarks/README.md.
 """
 
-# name -> module; `python -m benchmarks --only NAME,...` picks some. "suite" and "tuning"
+# name -> module; `python -m benchmarks --only NAME,...` picks some. "suite" and "frontier"
 # (long) are not run by default.
 BENCHMARKS = {
     "augment": "benchmarks.augment_throughput",
@@ -13,6 +13,6 @@ BENCHMARKS = {
     "train": "benchmarks.train_throughput",
     "time_to_accuracy": "benchmarks.time_to_accuracy",
     "suite": "benchmarks.suite_time",
-    "tuning": "benchmarks.tuning",
+    "frontier": "benchmarks.frontier",
 }
 DEFAULT = ["augment", "loss", "train", "time_to_accuracy"]

@@ -1,4 +1,4 @@
-"""Command line: ``python -m simclr_teach train | evaluate | sweep``. See README.md."""
+"""Command line: ``python -m simclr_teach train | evaluate | sweep | few-labels``. See README.md."""
 
 from __future__ import annotations
 
@@ -60,6 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress output")
     _add_dataclass_flags(sweep.add_argument_group("the base run (default: lab.LAB_BASE)"),
                          TrainConfig, LAB_BASE)
+    from simclr_teach.protocol import FEW_LABEL_BUDGETS
+
+    few = commands.add_parser("few-labels", help="kNN, linear probe, supervised CNN and fine-tuning "
+                              "on a few labels per class (05), to a CSV")
+    few.add_argument("--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)")
+    few.add_argument("--checkpoint", type=Path, default=None,
+                     help="SimCLR model (default: the course's default run, trained if not cached)")
+    few.add_argument("--budgets", type=int, nargs="+", default=list(FEW_LABEL_BUDGETS),
+                     help="labelled digits per class")
+    few.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws of the labels")
+    few.add_argument("--steps", type=int, default=1000, help="classifier schedule length")
     return parser
 
 
@@ -102,16 +113,23 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from simclr_teach.checkpoint import load_checkpoint, load_model
     from simclr_teach.data import load_mnist
-    from simclr_teach.evaluate import evaluation_table, format_table
+    from simclr_teach.evaluate import format_table
+    from simclr_teach.protocol import evaluation_table
 
     state = load_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
     data = load_mnist(args.data or state["config"]["data"])
-    rows = evaluation_table(model, data.train_images, data.train_labels, data.test_images,
-                            data.test_labels, probe=not args.no_probe)
+    rows, chosen = evaluation_table(model, data.train_images, data.train_labels,
+                                    data.test_images, data.test_labels, probe=not args.no_probe)
     print(f"{args.checkpoint}: trained on {data.name}, {len(state['history']['epoch'])} epochs; "
           f"test split of {len(data.test_labels)} digits")
     print(format_table(rows))
+    print("chosen on the validation split (50 training digits per class), then the test split "
+          "scored once:")
+    for name, values in chosen.items():
+        print(f"  {name}: " + ", ".join(f"{key} {value:g}" for key, value in values.items()
+                                        if not key.startswith("temperature@")
+                                        or key == f"temperature@{values['k']}"))
     return 0
 
 
@@ -127,6 +145,38 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
+    from simclr_teach.checkpoint import atomic_write_text, load_checkpoint, load_model
+    from simclr_teach.data import load_mnist
+    from simclr_teach.protocol import few_label_study, write_rows
+    from simclr_teach.train import TrainConfig, load_or_train
+    from simclr_teach.utils import run_note
+
+    if args.checkpoint is None:
+        config = TrainConfig()
+        model, _ = load_or_train(config, progress=True)
+    else:
+        config = TrainConfig.from_dict(load_checkpoint(args.checkpoint)["config"])
+        model = load_model(args.checkpoint)
+    data = load_mnist(config.data)
+    rows, start = [], time.perf_counter()
+
+    def report(row: dict) -> None:
+        rows.append(row)
+        write_rows(rows, args.out)
+        print(f"{row['per_class']:4d} per class, seed {row['seed']}: {row['method']:18s} "
+              f"test {row['test_accuracy']:.1%} ({row['choice']})", flush=True)
+
+    few_label_study(model, data.train_images, data.train_labels, data.test_images,
+                    data.test_labels, args.budgets, args.seeds, steps=args.steps, progress=report)
+    note = run_note("python -m simclr_teach " + " ".join(argv), model=asdict(config),
+                    data=data.name, rows=len(rows),
+                    minutes=round((time.perf_counter() - start) / 60, 1))
+    atomic_write_text(args.out.with_suffix(".txt"), note)
+    print(f"wrote {len(rows)} rows to {args.out} (command in {args.out.with_suffix('.txt')})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (2 for a bad flag, 1 for a one-line error)."""
     argv = sys.argv[1:] if argv is None else argv
@@ -134,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "sweep":
             return _sweep(args, argv)
+        if args.command == "few-labels":
+            return _few_labels(args, argv)
         return _train(args) if args.command == "train" else _evaluate(args)
     except (FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -259,52 +259,10 @@ def random_init_like(model: nn.Module, seed: int = 0) -> nn.Module:
     return fresh
 
 
-def evaluate_features(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                      test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200), probe: bool = True,
-                      temperature: float = 0.1, seed: int = 0) -> dict[str, float]:
-    """kNN accuracy for each k and, if ``probe``, linear-probe accuracy of one feature set.
-
-    Returns:
-        {"knn@1": ..., "knn@5": ..., ..., "linear": ...}, accuracies in [0, 1].
-    """
-    data = (train_features, train_labels, test_features, test_labels)
-    scores = {f"knn@{k}": knn_accuracy(*data, k=k, temperature=temperature) for k in ks}
-    if probe:
-        scores["linear"] = linear_probe(*data, seed=seed)
-    return scores
-
-
-def evaluation_table(model: nn.Module, train_images: Tensor, train_labels: Tensor,
-                     test_images: Tensor, test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
-                     probe: bool = True, seed: int = 0) -> list[dict]:
-    """SimCLR h and z against raw pixels and the same network untrained, one row each.
-
-    Args:
-        model: a SimCLR model (forward returns (h, z)).
-        train_images, test_images: uint8 digits (N, 28, 28); train_labels, test_labels: (N,).
-        ks, probe: as in ``evaluate_features``. seed: of the random-init copy and the probe.
-
-    Returns:
-        Rows {"features": name, "dim": D, "knn@k": ..., "linear": ...}; see ``format_table``.
-    """
-    untrained = random_init_like(model, seed)
-    feature_sets = {  # name -> (train features, test features)
-        "SimCLR h": (embed(model, train_images, "h"), embed(model, test_images, "h")),
-        "SimCLR z": (embed(model, train_images, "z"), embed(model, test_images, "z")),
-        "raw pixels": (pixel_features(train_images), pixel_features(test_images)),
-        "random-init encoder": (embed(untrained, train_images), embed(untrained, test_images)),
-    }
-    rows = []
-    for name, (train_f, test_f) in feature_sets.items():
-        scores = evaluate_features(train_f, train_labels, test_f, test_labels, ks, probe, seed=seed)
-        rows.append({"features": name, "dim": train_f.shape[1], **scores})
-    return rows
-
-
 def format_table(rows: list[dict]) -> str:
-    """Fixed-width text table of ``evaluation_table`` rows; accuracies in percent, 1 decimal."""
+    """Fixed-width text table of ``protocol.evaluation_table`` rows; accuracies in percent."""
     if not rows:
-        raise ValueError("rows is empty; pass the list that evaluation_table returns")
+        raise ValueError("rows is empty; pass the list that protocol.evaluation_table returns")
     metrics = [key for key in rows[0] if key not in ("features", "dim")]
     width = max(len("features"), *(len(str(row["features"])) for row in rows))
     header = f"{'features':<{width}}  {'dim':>5}" + "".join(f"  {m:>8}" for m in metrics)

@@ -189,11 +189,13 @@ def tsne_grid(panels: Mapping[str, tuple[ArrayLike, ArrayLike]], ncols: int = 4)
 
 
 def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]], xlabel: str,
-                ylabel: str = "accuracy", logx: bool = False, title: str | None = None) -> Figure:
+                ylabel: str = "accuracy", logx: bool = False, title: str | None = None,
+                errors: Mapping[str, Sequence[float]] | None = None) -> Figure:
     """Line plot of several series over a shared x (few-label curves, sweeps). None = missing point.
 
     Args:
         x: (P,) values on the x axis. series: name -> (P,) values, one line each.
+        errors: name -> (P,) half-widths of error bars (e.g. the std over seeds), optional.
     """
     fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
     for name, values in series.items():
@@ -201,7 +203,11 @@ def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]]
             raise ValueError(f"series {name!r} has {len(values)} values for {len(x)} x values")
         y = np.array(values, dtype=float)  # None -> NaN
         known = ~np.isnan(y)  # join the measured points across gaps
-        ax.plot(np.asarray(x)[known], y[known], marker="o", label=name)
+        error = None
+        if errors is not None and name in errors:
+            error = np.asarray(errors[name], dtype=float)[known]
+        ax.errorbar(np.asarray(x)[known], y[known], yerr=error, marker="o", capsize=3,
+                    label=name)
     if logx:
         ax.set_xscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)

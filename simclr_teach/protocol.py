@@ -3,20 +3,22 @@
 Hyperparameters of a reader (the kNN's k and temperature, the probe's C) are chosen on a
 validation split, then the reader is refit on all training digits and the test split is scored
 once (``tuned_scores``). For "how many labels does SimCLR save?", ``labelled_subset`` draws a
-few labels per digit and ``train_supervised_cnn`` is the baseline trained on those alone.
+few labels per digit and ``few_label_study`` compares frozen readers, the supervised baseline
+and fine-tuning (``finetune``) on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simclr_teach.evaluate import knn_accuracy, linear_probe
-from simclr_teach.model import preprocess
 
 
 def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor,
@@ -84,7 +86,9 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
         seed: passed to the probe.
 
     Returns:
-        (scores {"knn@k": ..., "linear": ...} in [0, 1], chosen {"temperature@k": ..., "C": ...}).
+        (scores, chosen). scores: {"knn@k": test accuracy at each k, "knn": the kNN reader
+        chosen on validation (its k and temperature), "linear": ...}, in [0, 1]. chosen:
+        {"temperature@k": ..., "k": the k with the best validation accuracy, "C": ...}.
     """
     val_mask = torch.as_tensor(val_mask, dtype=torch.bool)
     if val_mask.shape != (len(train_features),) or val_mask.all() or not val_mask.any():
@@ -94,13 +98,93 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
              train_features[val_mask], train_labels[val_mask])
     final = (train_features, train_labels, test_features, test_labels)
     scores, chosen = {}, {}
-    for k, (temperature, _) in tune_knn(*split, ks, temperatures).items():
+    knn_choice = tune_knn(*split, ks, temperatures)  # {k: (temperature, validation accuracy)}
+    for k, (temperature, _) in knn_choice.items():
         chosen[f"temperature@{k}"] = temperature
         scores[f"knn@{k}"] = knn_accuracy(*final, k=k, temperature=temperature)
+    chosen["k"] = max(knn_choice, key=lambda k: knn_choice[k][1])  # first of ties: listed first
+    scores["knn"] = scores[f"knn@{chosen['k']}"]
     if Cs is not None:
         chosen["C"], _ = tune_probe(*split, Cs, seed=seed)
         scores["linear"] = linear_probe(*final, C=chosen["C"], seed=seed)
     return scores, chosen
+
+
+def evaluation_table(model: nn.Module, train_images: Tensor, train_labels: Tensor,
+                     test_images: Tensor, test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
+                     probe: bool = True, seed: int = 0,
+                     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+    """SimCLR h and z against raw pixels and the same network untrained, read honestly.
+
+    Every source goes through ``tuned_scores``: k, the kNN temperature and the probe's C are
+    chosen on ``train.validation_split`` (50 training digits per class, fewer for tiny sets),
+    then the test split is scored once. What ``python -m simclr_teach evaluate`` prints.
+
+    Args:
+        model: a SimCLR model (forward returns (h, z)).
+        train_images, test_images: uint8 digits (N, 28, 28); train_labels, test_labels: (N,).
+        ks: kNN neighbour counts. probe: also the linear probe. seed: random-init copy, probe.
+
+    Returns:
+        (rows, chosen): rows {"features": name, "dim": D, "knn@k": ..., "knn": the k chosen on
+        validation, "linear": ...} (see ``evaluate.format_table``); chosen: name -> the values
+        validation chose.
+    """
+    from simclr_teach.evaluate import embed, pixel_features, random_init_like
+    from simclr_teach.train import validation_split
+
+    train_labels = torch.as_tensor(train_labels)
+    per_class = max(1, min(50, int(train_labels.bincount().min()) // 5))
+    val = validation_split(train_labels, per_class)
+    untrained = random_init_like(model, seed)
+    feature_sets = {  # name -> (train features, test features)
+        "SimCLR h": (embed(model, train_images, "h"), embed(model, test_images, "h")),
+        "SimCLR z": (embed(model, train_images, "z"), embed(model, test_images, "z")),
+        "raw pixels": (pixel_features(train_images), pixel_features(test_images)),
+        "random-init encoder": (embed(untrained, train_images), embed(untrained, test_images)),
+    }
+    rows, chosen = [], {}
+    for name, (train_f, test_f) in feature_sets.items():
+        scores, chosen[name] = tuned_scores(train_f, train_labels, val, test_f, test_labels, ks,
+                                            Cs=(0.01, 0.1, 1.0) if probe else None, seed=seed)
+        rows.append({"features": name, "dim": train_f.shape[1], **scores})
+    return rows, chosen
+
+
+def paired_test(correct_a: Tensor, correct_b: Tensor, resamples: int = 10_000,
+                seed: int = 0) -> dict[str, float]:
+    """Is reader A really better than reader B on the *same* test digits? Taught in 05.
+
+    Two accuracies on one test set are not independent: most digits are easy for both readers,
+    and only the digits where they disagree carry information. McNemar's exact test counts
+    those: ``a_only`` digits right by A alone, ``b_only`` by B alone; under "no difference"
+    each disagreement goes either way with probability 1/2 (a binomial test). A paired
+    bootstrap (resampling digits, both readers together) gives a 95% interval of the gap.
+
+    Args:
+        correct_a, correct_b: bool (M,), whether each test digit was classified right.
+        resamples: bootstrap resamples. seed: their generator.
+
+    Returns:
+        {"gap": accuracy A - B, "a_only", "b_only", "p_value": two-sided exact McNemar,
+        "low", "high": the 2.5% and 97.5% bootstrap quantiles of the gap}.
+    """
+    a, b = torch.as_tensor(correct_a).bool(), torch.as_tensor(correct_b).bool()
+    if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
+        raise ValueError(f"correct_a and correct_b must be bool (M,) of one length, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
+    n, low_count = a_only + b_only, min(a_only, b_only)
+    # two-sided exact binomial tail: P(X <= min) + P(X >= max) for X ~ Bin(n, 1/2)
+    tail = sum(math.comb(n, i) for i in range(low_count + 1)) / 2**n if n else 1.0
+    p_value = min(1.0, 2 * tail)
+    difference = a.float() - b.float()                           # (M,) in {-1, 0, 1}
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(a), (resamples, len(a)), generator=generator)
+    gaps = difference[picks].mean(dim=1)                         # (resamples,)
+    return {"gap": difference.mean().item(), "a_only": a_only, "b_only": b_only,
+            "p_value": p_value, "low": gaps.quantile(0.025).item(),
+            "high": gaps.quantile(0.975).item()}
 
 
 def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
@@ -126,59 +210,136 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
     return torch.cat(chosen).sort().values
 
 
-def train_supervised_cnn(images: Tensor, labels: Tensor, steps: int = 300, batch_size: int = 64,
-                         width: int = 16, lr: float = 3e-3, strength: float = 0.0,
-                         seed: int = 0) -> nn.Module:
-    """Baseline: the course's encoder (``ConvEncoder``) + a linear layer, trained on labels alone.
+FEW_LABEL_BUDGETS = (1, 10, 50, 400)  # labelled digits per class; 400 = every training label
+FEW_LABEL_METHODS = ("kNN on h", "linear probe on h", "supervised CNN", "fine-tuned SimCLR")
+STRENGTHS = (0.5, 1.0, 1.5)           # BatchAugment strengths the classifiers choose from
+FEW_LABEL_COLUMNS = ("per_class", "seed", "method", "labels", "strength", "steps", "choice",
+                     "val_accuracy", "test_accuracy", "seconds")
 
-    Taught in 05_evaluation_tsne_knn, where it is trained on 1 to 400 labelled digits per class.
-    A fixed number of steps (not epochs) gives every training-set size the same optimisation
-    budget; with fewer digits than ``batch_size``, every step sees all of them. AdamW,
-    cross-entropy, the learning rate decays along a cosine to 0.
+
+def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor,
+                    test_images: Tensor, test_labels: Tensor,
+                    budgets: Sequence[int] = FEW_LABEL_BUDGETS, seeds: Sequence[int] = (0, 1, 2),
+                    strengths: Sequence[float] = STRENGTHS, steps: int = 1000,
+                    eval_every: int = 100, width: int | None = None,
+                    progress: Callable[[dict[str, Any]], None] | None = None,
+                    ) -> list[dict[str, Any]]:
+    """How many labels SimCLR saves: four readers of a few labelled digits. Taught in 05.
+
+    For every budget (labelled digits per class) and seed, ``labelled_subset`` draws the labels
+    from the training digits outside the validation split (``train.validation_split``), and:
+
+    - "kNN on h", "linear probe on h": frozen SimCLR features h; k, temperature and C chosen on
+      the validation split (``tune_knn``, ``tune_probe``);
+    - "supervised CNN": ``finetune.train_classifier`` from scratch, the same ``ConvEncoder``
+      and width as ``model``'s encoder;
+    - "fine-tuned SimCLR": ``train_classifier`` starting from ``model``'s encoder (paper, sec. 6).
+
+    Both classifiers train with ``BatchAugment`` views whose strength is chosen on validation
+    (with seed 0, per budget and method; other seeds reuse it) and stop at the step with the best
+    validation accuracy. A budget larger than what lies outside the validation split (400 per
+    class) means "every training label": its step count is chosen as above, then the
+    classifier is retrained on all training digits for that many steps, as ``tuned_scores``
+    refits its readers. The test split is scored once per row, after every choice is made.
 
     Args:
-        images: uint8 (N, 28, 28) labelled digits. labels: (N,) integer classes 0..C-1.
-        steps: optimizer steps. batch_size: digits per step (capped at N). width: encoder size.
-        lr: peak learning rate. strength: ``BatchAugment`` strength of the views it trains on
-            (0 = the digits as they are). seed: initialisation, batches and views.
+        model: a trained SimCLR model (``forward(x) -> (h, z)``, ``.encoder`` with ``out_dim``).
+        train_images, train_labels: uint8 (N, 28, 28) digits and their classes.
+        test_images, test_labels: the test split, scored once per row.
+        budgets: labelled digits per class. seeds: draws of the labels (and of the training).
+        strengths: BatchAugment strengths to choose from. steps, eval_every: as in
+            ``train_classifier``. width: encoder width from scratch (default: ``model``'s,
+            read from its encoder's ``out_dim`` = 4 * width).
+        progress: called with each finished row.
 
     Returns:
-        The classifier (N, 1, 28, 28) in [0, 1] -> (N, C) logits, in eval mode on the CPU.
+        One dict per (budget, seed, method) with the keys of FEW_LABEL_COLUMNS (accuracies in
+        [0, 1]; ``choice`` names what validation chose; ``steps`` the classifier's kept step).
     """
-    from simclr_teach.augment import BatchAugment
-    from simclr_teach.model import ConvEncoder
+    import time
 
-    images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
-    if len(images) != len(labels) or len(images) == 0 or steps < 1:
-        raise ValueError(f"need as many labels as images (>= 1) and steps >= 1, got "
-                         f"{len(images)} images, {len(labels)} labels, steps={steps}")
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():  # seeded initialisation, global RNG left as it was
-        torch.manual_seed(seed)
-        encoder = ConvEncoder(width)
-        classifier = nn.Sequential(encoder, nn.Linear(encoder.out_dim, int(labels.max()) + 1))
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    augment = BatchAugment(strength) if strength > 0 else None
-    x_all = preprocess(images)  # (N, 1, 28, 28) in [0, 1]
-    n = min(batch_size, len(images))
-    classifier.train()
-    for _ in range(steps):
-        batch = torch.randperm(len(images), generator=generator)[:n]
-        x = x_all[batch] if augment is None else augment(x_all[batch], generator)
-        loss = F.cross_entropy(classifier(x), labels[batch])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    return classifier.eval()
+    from simclr_teach.evaluate import embed
+    from simclr_teach.finetune import classifier_accuracy, train_classifier
+    from simclr_teach.train import validation_split
+
+    train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels)
+    width = width or model.encoder.out_dim // 4
+    val = validation_split(train_labels)
+    pool = torch.nonzero(~val).flatten()                      # labels are drawn from these rows
+    val_x, val_y = train_images[val], train_labels[val]
+    h_train, h_test = embed(model, train_images), embed(model, test_images)  # (N, D), (M, D)
+    largest = int(train_labels[pool].bincount().min())
+    chosen_strength: dict[tuple[int, str], float] = {}
+    rows: list[dict[str, Any]] = []
+
+    def add(row: dict[str, Any]) -> None:
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+
+    for per_class in budgets:
+        everything = per_class >= largest                     # "every training label"
+        for seed in seeds:
+            picked = pool if everything else pool[labelled_subset(train_labels[pool], per_class,
+                                                                  seed)]
+            x, y = train_images[picked], train_labels[picked]
+            final = torch.arange(len(train_labels)) if everything else picked  # refit rows
+            base = {"per_class": per_class, "seed": seed, "labels": len(final)}
+            start = time.perf_counter()
+            ks = [k for k in (1, 5, 20, 50) if k <= len(picked)]
+            knn_choice = tune_knn(h_train[picked], y, h_train[val], val_y, ks)  # {k: (t, acc)}
+            k = max(knn_choice, key=lambda k: knn_choice[k][1])  # first of ties: smallest k
+            temperature, val_acc = knn_choice[k]
+            test = knn_accuracy(h_train[final], train_labels[final], h_test, test_labels, k,
+                                temperature)
+            add({**base, "method": "kNN on h", "strength": "", "steps": "",
+                 "choice": f"k={k} temperature={temperature:g}", "val_accuracy": val_acc,
+                 "test_accuracy": test, "seconds": time.perf_counter() - start})
+            start = time.perf_counter()
+            C, scores = tune_probe(h_train[picked], y, h_train[val], val_y, seed=seed)
+            test = linear_probe(h_train[final], train_labels[final], h_test, test_labels, C,
+                                seed=seed)
+            add({**base, "method": "linear probe on h", "strength": "", "steps": "",
+                 "choice": f"C={C:g}", "val_accuracy": scores[C], "test_accuracy": test,
+                 "seconds": time.perf_counter() - start})
+            for method, encoder in (("supervised CNN", None), ("fine-tuned SimCLR", model.encoder)):
+                start = time.perf_counter()
+                fit_args = dict(encoder=encoder, width=width, steps=steps, eval_every=eval_every,
+                                seed=seed, bn_images=train_images)
+                candidates = ([chosen_strength[per_class, method]]
+                              if (per_class, method) in chosen_strength else list(strengths))
+                fits = {s: train_classifier(x, y, val_x, val_y, strength=s, **fit_args)
+                        for s in candidates}
+                strength = max(fits, key=lambda s: fits[s].val_accuracy)  # first of ties
+                chosen_strength[per_class, method] = strength
+                fit = fits[strength]
+                if everything:                                 # refit on every training label
+                    fit_final = train_classifier(train_images, train_labels, val_x, val_y,
+                                                 strength=strength, stop_at=fit.best_step,
+                                                 **fit_args)
+                    classifier = fit_final.classifier
+                else:
+                    classifier = fit.classifier
+                add({**base, "method": method, "strength": strength, "steps": fit.best_step,
+                     "choice": f"strength={strength:g} steps={fit.best_step}",
+                     "val_accuracy": fit.val_accuracy,
+                     "test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
+                     "seconds": time.perf_counter() - start})
+    return rows
 
 
-def predict_labels(classifier: nn.Module, images: Tensor, batch_size: int = 1024) -> Tensor:
-    """Predicted classes (N,) of a classifier (logits out) on uint8 digits (N, 28, 28)."""
-    images = torch.as_tensor(images)
-    predictions = []
-    with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            predictions.append(classifier(preprocess(images[start : start + batch_size])).argmax(1))
-    return torch.cat(predictions)
+def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path,
+               columns: Sequence[str] = FEW_LABEL_COLUMNS) -> Path:
+    """Rows to a CSV file, atomically (floats rounded to 4 decimals)."""
+    import csv
+    import io
+
+    from simclr_teach.checkpoint import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+                     for row in rows)
+    return atomic_write_text(path, buffer.getvalue())

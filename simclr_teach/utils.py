@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import platform
 import random
+import time
 
 import numpy as np
 import torch
@@ -65,3 +67,16 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
                   for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
         return torch.bfloat16 if any(native) else None
     return None
+
+
+def run_note(command: str, **facts: object) -> str:
+    """What produced a committed result file: the command, ``facts``, the machine and the time.
+
+    Written beside results (``notebooks/results/*.txt``) so anyone can rerun them and knows
+    what they were measured on. Returns "key: value" lines.
+    """
+    note = {"command": command, **facts,
+            "machine": f"{platform.processor() or platform.machine()}, "
+                       f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    return "\n".join(f"{key}: {value}" for key, value in note.items()) + "\n"

@@ -13,8 +13,6 @@ from torch import nn
 from simclr_teach.evaluate import (
     alignment,
     embed,
-    evaluate_features,
-    evaluation_table,
     format_table,
     knn_accuracy,
     knn_predict,
@@ -217,25 +215,6 @@ def test_random_init_like_keeps_architecture_and_global_rng():
     assert not torch.equal(new["encoder.1.weight"], old["encoder.1.weight"])
     assert all(torch.equal(v, original[k]) for k, v in old.items())  # model untouched
     assert all(torch.equal(v, again.state_dict()[k]) for k, v in new.items())  # seeded
-
-
-def test_evaluation_table_and_format():
-    model = tiny_model()
-    labels = torch.arange(40) % 4
-    rows = evaluation_table(model, digits(40, 1), labels, digits(20, 2), labels[:20], ks=(1, 5))
-    names = ["SimCLR h", "SimCLR z", "raw pixels", "random-init encoder"]
-    assert [row["features"] for row in rows] == names
-    assert [row["dim"] for row in rows] == [16, 8, 784, 16]
-    assert all(0.0 <= row[key] <= 1.0 for row in rows for key in ("knn@1", "knn@5", "linear"))
-    text = format_table(rows)
-    assert all(name in text for name in names) and "knn@5" in text and "linear" in text
-    assert f"{100 * rows[2]['knn@1']:.1f}" in text
-    assert "-" in format_table([{"features": "x", "dim": 2, "knn@1": 0.5, "linear": None}])
-
-
-def test_evaluate_features_without_probe():
-    f, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
-    assert set(evaluate_features(f, y, f, y, ks=(1, 3), probe=False)) == {"knn@1", "knn@3"}
 
 
 def test_raw_pixel_knn_on_real_mnist():

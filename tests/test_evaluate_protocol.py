@@ -1,7 +1,7 @@
 """Tests of the protocol helpers of simclr_teach.evaluate taught in 05_evaluation_tsne_knn.
 
-neighbour_confusion, tune_knn, tune_probe, tuned_scores, labelled_subset, train_supervised_cnn
-and predict_labels.
+neighbour_confusion, tune_knn, tune_probe, tuned_scores and labelled_subset (the classifiers
+trained on labels and the few-label study: tests/test_finetune.py).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import torch
 
 from simclr_teach.evaluate import knn_accuracy, linear_probe, neighbour_confusion
 from simclr_teach.protocol import (
+    evaluation_table,
     labelled_subset,
-    predict_labels,
-    train_supervised_cnn,
+    paired_test,
     tune_knn,
     tune_probe,
     tuned_scores,
@@ -99,24 +99,6 @@ def test_labelled_subset_balanced_seeded_and_checked():
         labelled_subset(labels, 8)
 
 
-def test_supervised_cnn_learns_two_easy_classes_and_repeats():
-    images = torch.zeros(16, 28, 28, dtype=torch.uint8)
-    images[8:, :, 14:] = 255                                        # class 1: right half bright
-    labels = torch.tensor([0] * 8 + [1] * 8)
-    state = torch.random.get_rng_state()
-    classifier = train_supervised_cnn(images, labels, steps=30, batch_size=8, width=4, seed=0)
-    assert torch.equal(state, torch.random.get_rng_state())         # global RNG untouched
-    assert not classifier.training
-    assert torch.equal(predict_labels(classifier, images), labels)
-    again = train_supervised_cnn(images, labels, steps=30, batch_size=8, width=4, seed=0)
-    x = torch.rand(4, 1, 28, 28)
-    assert torch.equal(classifier(x), again(x))                     # same seed, same weights
-    augmented = train_supervised_cnn(images, labels, steps=2, width=4, strength=1.0)
-    assert predict_labels(augmented, images).shape == (16,)
-    with pytest.raises(ValueError, match="as many labels as images"):
-        train_supervised_cnn(images, labels[:3])
-
-
 def test_tuned_scores_tunes_on_validation_and_scores_test_once():
     train_f, train_y = clusters(20, noise=0.7, seed=0)
     test_f, test_y = clusters(10, noise=0.7, seed=2)
@@ -124,7 +106,7 @@ def test_tuned_scores_tunes_on_validation_and_scores_test_once():
     val[::4] = True                                                  # every 4th row validates
     scores, chosen = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1, 5),
                                   temperatures=(0.1, 1.0), Cs=(0.01, 1.0))
-    assert set(scores) == {"knn@1", "knn@5", "linear"}
+    assert set(scores) == {"knn@1", "knn@5", "knn", "linear"}
     best = tune_knn(train_f[~val], train_y[~val], train_f[val], train_y[val], (1, 5), (0.1, 1.0))
     assert chosen["temperature@5"] == best[5][0]
     assert scores["knn@5"] == knn_accuracy(train_f, train_y, test_f, test_y, 5, best[5][0])
@@ -132,6 +114,53 @@ def test_tuned_scores_tunes_on_validation_and_scores_test_once():
                                      (0.01, 1.0))[0]
     assert scores["linear"] == linear_probe(train_f, train_y, test_f, test_y, C=chosen["C"])
     no_probe, _ = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1,), Cs=None)
-    assert list(no_probe) == ["knn@1"]
+    assert list(no_probe) == ["knn@1", "knn"]
     with pytest.raises(ValueError, match="val_mask"):
         tuned_scores(train_f, train_y, torch.ones(len(train_y), dtype=torch.bool), test_f, test_y)
+
+
+def test_tuned_scores_names_the_k_chosen_on_validation():
+    train_f, train_y = clusters(20, noise=0.7, seed=0)
+    test_f, test_y = clusters(10, noise=0.7, seed=2)
+    val = torch.zeros(len(train_y), dtype=torch.bool)
+    val[::4] = True
+    scores, chosen = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1, 15), Cs=None)
+    best = tune_knn(train_f[~val], train_y[~val], train_f[val], train_y[val], (1, 15))
+    assert chosen["k"] == max(best, key=lambda k: best[k][1])
+    assert scores["knn"] == scores[f"knn@{chosen['k']}"]
+
+
+def test_paired_test_counts_disagreements_and_matches_the_binomial():
+    a = torch.tensor([True] * 90 + [True] * 8 + [False] * 2)
+    b = torch.tensor([True] * 90 + [False] * 8 + [True] * 2)
+    result = paired_test(a, b)
+    assert (result["a_only"], result["b_only"]) == (8, 2)
+    assert result["gap"] == pytest.approx(0.06)
+    # exact two-sided McNemar: 2 * P(X <= 2), X ~ Bin(10, 1/2) = 2 * 56 / 1024
+    assert result["p_value"] == pytest.approx(112 / 1024)
+    assert result["low"] < result["gap"] < result["high"]
+    same = paired_test(a, a)
+    assert same["p_value"] == 1.0 and same["gap"] == 0 and same["low"] == same["high"] == 0
+    with pytest.raises(ValueError, match="one length"):
+        paired_test(a, b[:5])
+
+
+def test_evaluation_table_reads_every_source_through_the_protocol():
+    from simclr_teach.evaluate import format_table
+    from simclr_teach.model import build_simclr
+
+    g = torch.Generator().manual_seed(0)
+    model = build_simclr("conv", width=4).eval()
+    labels = torch.arange(40) % 4                                      # 10 per class: 2 validate
+    images = torch.randint(0, 256, (40, 28, 28), generator=g).to(torch.uint8)
+    rows, chosen = evaluation_table(model, images, labels, images[:20], labels[:20], ks=(1, 5))
+    names = ["SimCLR h", "SimCLR z", "raw pixels", "random-init encoder"]
+    assert [row["features"] for row in rows] == names
+    assert [row["dim"] for row in rows] == [16, 64, 784, 16]
+    assert all(0.0 <= row[key] <= 1.0 for row in rows for key in ("knn@1", "knn@5", "knn", "linear"))
+    assert all(chosen[name]["k"] in (1, 5) and "C" in chosen[name] for name in names)
+    assert all(row["knn"] == row[f"knn@{chosen[row['features']]['k']}"] for row in rows)
+    text = format_table(rows)
+    assert all(name in text for name in names) and "knn@5" in text and "linear" in text
+    assert f"{100 * rows[2]['knn@1']:.1f}" in text
+    assert "-" in format_table([{"features": "x", "dim": 2, "knn@1": 0.5, "linear": None}])

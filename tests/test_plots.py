@@ -121,6 +121,15 @@ def test_accuracy_vs_lines_and_log_axis():
         plots.accuracy_vs(x, {"SimCLR": [0.1]}, xlabel="n")
 
 
+def test_accuracy_vs_error_bars():
+    fig = plots.accuracy_vs([1, 10], {"a": [0.5, 0.9], "b": [0.4, 0.8]}, xlabel="n",
+                            errors={"a": [0.05, 0.01]})
+    bars = [c for c in fig.axes[0].collections if len(c.get_segments())]  # error-bar segments
+    assert len(bars) == 1 and len(bars[0].get_segments()) == 2
+    low, high = bars[0].get_segments()[0][:, 1]
+    assert low == pytest.approx(0.45) and high == pytest.approx(0.55)
+
+
 def test_confusion_matrix_counts_and_row_fractions():
     true, pred = np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 2])
     fig = plots.confusion_matrix_plot(true, pred, title="kNN")

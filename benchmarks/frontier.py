@@ -1,0 +1,155 @@
+"""The time-accuracy frontier: which SimCLR recipe gives the best encoder for its training time.
+
+`python -m benchmarks --only frontier` trains every recipe of RECIPES on the embedded 4,000
+training digits through `load_or_train` (cached in runs/cache: a recipe trains once, and its
+training seconds are the ones recorded when it trained) and scores it on the training digits
+only, never the test split: leave-one-out weighted kNN (`knn_accuracy(..., leave_one_out=True)`)
+of h and of z at k = 5 and 20. It writes `results/frontier.csv` (one row per recipe, with how
+many cores other processes kept busy while it trained: a busy machine inflates seconds) and `results/frontier.png`
+(validation kNN against training seconds, the Pareto front joined), which notebook 04 shows.
+The default run (`TrainConfig()`) is chosen from this table.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from benchmarks.common import add_table, new_result, other_load
+from simclr_teach.augment import AugmentParams
+
+# Every field spelled out: the recipes stay what they were when TrainConfig's defaults move.
+# This is the course's default run before the frontier (2026-11-28).
+BASE: dict[str, Any] = dict(
+    data="embedded", encoder="conv", width=32, proj_hidden=128, proj_dim=64, epochs=15,
+    batch_size=32, temperature=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
+    warmup_epochs=2, strength=1.0, seed=0, amp=True,
+    augment=AugmentParams(crop_scale=0.6, rotation=15.0, translate=0.1, shear=10.0, elastic=0.0,
+                          noise=0.1, blur=0.0, erase_p=0.25))
+
+# One recipe per row: a name and its changes from BASE (augment: changed AugmentParams fields).
+RECIPES: list[tuple[str, dict[str, Any]]] = [
+    ("old default (15 epochs)", {}),
+    ("90 epochs", {"epochs": 90}),
+    ("90 epochs, N 64", {"epochs": 90, "batch_size": 64}),
+    ("60 epochs, tau 0.1", {"epochs": 60, "temperature": 0.1}),
+    ("90 epochs, N 128, tau 0.5, lr 4e-3",
+     {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3}),
+    ("45 epochs", {"epochs": 45}),
+]
+KS = (5, 20)
+COLUMNS = ["recipe", "seconds", "loo_h_k5", "loo_h_k20", "loo_z_k5", "loo_z_k20", "best",
+           "final_loss", "other_cores"]
+
+
+def config_of(changes: dict[str, Any]):
+    """The TrainConfig of a recipe: BASE with ``changes`` (``augment`` changes merged)."""
+    from simclr_teach.train import TrainConfig
+
+    changes = dict(changes)
+    augment = replace(BASE["augment"], **changes.pop("augment", {}))
+    return TrainConfig(**{**BASE, **changes, "augment": augment})
+
+
+def score(name: str, changes: dict[str, Any], cache_dir: Path | None,
+          earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or load) one recipe; leave-one-out kNN of h and z over the training digits.
+
+    ``earlier``: this recipe's row of the previous CSV, whose ``other_cores`` is kept when the
+    run comes from the cache (it was measured when the run trained).
+    """
+    from simclr_teach.data import load_mnist
+    from simclr_teach.evaluate import embed, knn_accuracy
+    from simclr_teach.train import load_or_train, runs_dir
+
+    config = config_of(changes)
+    data = load_mnist(config.data, verbose=False)
+    cached = (Path(cache_dir or runs_dir() / "cache") / config.key(data.name)
+              / "checkpoint.pt").is_file()
+    with other_load() as load:
+        model, history = load_or_train(config, cache_dir, progress=False, monitor=False)
+    row: dict[str, Any] = {"recipe": name, "seconds": round(history.seconds[-1], 1)}
+    for use in ("h", "z"):
+        features = embed(model, data.train_images, use)                    # (4000, D)
+        for k in KS:
+            row[f"loo_{use}_k{k}"] = round(knn_accuracy(
+                features, data.train_labels, features, data.train_labels, k=k,
+                leave_one_out=True), 4)
+    row["best"] = max(v for key, v in row.items() if key.startswith("loo_"))
+    row["final_loss"] = round(history.loss[-1], 3)
+    row["other_cores"] = (earlier or {}).get("other_cores", "") if cached else load["other_cores"]
+    return row
+
+
+def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows no other row beats on both time (less) and accuracy (more), fastest first."""
+    front, best = [], -1.0
+    for row in sorted(rows, key=lambda r: (r["seconds"], -r["best"])):
+        if row["best"] > best:
+            front.append(row)
+            best = row["best"]
+    return front
+
+
+def plot(rows: list[dict[str, Any]], default: str | None = None) -> Figure:
+    """Validation kNN (best of h/z, k 5/20) against training seconds; the Pareto front joined."""
+    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100, layout="constrained")
+    ax.scatter([r["seconds"] for r in rows], [100 * r["best"] for r in rows], color="#0072B2",
+               zorder=3)
+    front = pareto(rows)
+    ax.plot([r["seconds"] for r in front], [100 * r["best"] for r in front], color="#0072B2",
+            alpha=0.5, label="Pareto front")
+    for r in rows:
+        bold = "bold" if r["recipe"] == default else "normal"
+        ax.annotate(r["recipe"], (r["seconds"], 100 * r["best"]), fontsize=7, weight=bold,
+                    xytext=(4, -3), textcoords="offset points")
+    ax.axvline(300, color="#D55E00", linestyle="--", label="5-minute budget")
+    ax.set(xlabel="training seconds (2-core CPU)", ylabel="leave-one-out kNN, best of h/z (%)",
+           title="Time-accuracy frontier on the 4,000 training digits")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def run(quick: bool = False, out_dir: str | Path | None = None,
+        recipes: list[tuple[str, dict[str, Any]]] | None = None,
+        cache_dir: str | Path | None = None) -> dict[str, Any]:
+    result = new_result("frontier", "Time-accuracy frontier of SimCLR recipes (validation kNN)",
+                        quick)
+    recipes = RECIPES if recipes is None else recipes
+    if quick:  # tiny runs in a throwaway cache: checks the harness, the numbers mean nothing
+        recipes = [(name, {**changes, "epochs": 1, "width": 4, "batch_size": 512})
+                   for name, changes in recipes[:2]]
+        cache_dir = Path(out_dir or ".") / "frontier-cache"
+    earlier = {}
+    if out_dir is not None and (Path(out_dir) / "frontier.csv").is_file():
+        with (Path(out_dir) / "frontier.csv").open() as f:
+            earlier = {row["recipe"]: row for row in csv.DictReader(f)}
+    rows = []
+    for name, changes in recipes:
+        rows.append(score(name, changes, Path(cache_dir) if cache_dir else None,
+                          earlier.get(name)))
+        print(f"frontier: {rows[-1]}", flush=True)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with (out_dir / "frontier.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        fig = plot(rows)
+        fig.savefig(out_dir / "frontier.png")
+        plt.close(fig)
+    add_table(result, "leave-one-out kNN over the 4,000 training digits (never the test split)",
+              COLUMNS, [[row[c] for c in COLUMNS] for row in rows])
+    result["notes"].append("seconds: training wall time recorded when the recipe trained "
+                           "(cached runs keep theirs); other_cores: how many cores other "
+                           "processes kept busy meanwhile (0 = idle machine; above ~0.2 the "
+                           "seconds are inflated by sharing the 2 cores)")
+    result["data"]["rows"] = rows
+    return result
