@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simclr_teach.model import preprocess
+from simclr_teach.utils import pick_device
 
 
 def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 256,
@@ -45,6 +46,7 @@ def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 25
     if device is None:
         tensors = [*model.parameters(), *model.buffers()]
         device = tensors[0].device if tensors else torch.device("cpu")
+    device = pick_device(device)  # a clear error for a device this machine lacks
     modes = [(module, module.training) for module in model.modules()]  # restored per module
     model.eval()
     try:
