@@ -174,6 +174,6 @@ def check_run_folder(folder: str | Path, files: tuple[str, ...] = ("checkpoint.p
                               "or pass another folder to --out") from None
     for name in files:
         if (folder / name).is_dir():
-            raise IsADirectoryError(f"{folder / name} is a folder, but the run writes a file there; "
-                                    "move it away or pass another folder to --out")
+            raise IsADirectoryError(f"{folder / name} is a folder, but the run writes a file "
+                                    "there; move it away or pass another folder to --out")
     return folder

@@ -156,7 +156,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         trained = "trained on unrecorded data (an older checkpoint)"
     else:
         trained = f"trained on {recorded['name'] or 'digits'} ({recorded['size']:,})"
-        if recorded["fingerprint"] != fingerprint(data.train_images) and data.name == recorded["name"]:
+        here = fingerprint(data.train_images)
+        if data.name == recorded["name"] and recorded["fingerprint"] != here:
             trained += " that differ from the ones here"
     print(f"{args.checkpoint}: {trained}, {len(state['history']['epoch'])} epochs; evaluated on "
           f"{data.name}: kNN bank and probe on its {len(data.train_labels):,} training digits, "

@@ -97,7 +97,7 @@ def _bytes_under(folder: Path) -> int:
 
 
 def _fetch_until_stalled(folder: Path, stall_seconds: float) -> None:
-    """``_fetch_mnist(folder)`` in a thread; TimeoutError once no byte arrives for ``stall_seconds``.
+    """``_fetch_mnist(folder)`` in a thread; TimeoutError once nothing arrives in ``stall_seconds``.
 
     torchvision's download has no timeout, so we watch the bytes arriving under ``folder``.
     """
@@ -142,9 +142,9 @@ def _download_mnist(root: Path) -> None:
                 _fetch_until_stalled(Path(tmp), DOWNLOAD_STALL_SECONDS)
             except Exception as error:  # network errors come in many types
                 raise ConnectionError(
-                    f"downloading MNIST failed ({error}); check the network and try again, or place "
-                    f"the four files {sorted(MNIST_FILES)} in {_raw_folder(root)}, or use the "
-                    "embedded digits (load_mnist('embedded'), --data embedded)"
+                    f"downloading MNIST failed ({error}); check the network and try again, or "
+                    f"place the four files {sorted(MNIST_FILES)} in {_raw_folder(root)}, or use "
+                    "the embedded digits (load_mnist('embedded'), --data embedded)"
                 ) from error
             target = _raw_folder(root)
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -170,7 +170,8 @@ def _read_idx(path: Path, kind: str, count: int) -> Tensor:
     if kind == "images":
         return torch.from_numpy(values.reshape(dims).copy())
     if values.max() > 9:
-        raise ValueError(f"{path} holds label {values.max()}, but digits are 0..9; it is corrupt: {fix}")
+        raise ValueError(f"{path} holds label {values.max()}, but digits are 0..9; it is corrupt: "
+                         f"{fix}")
     return torch.from_numpy(values.astype(np.int64))
 
 

@@ -71,8 +71,9 @@ def _check_features(features: Tensor, labels: Tensor | None, name: str) -> None:
     finite = torch.isfinite(features).all(dim=1)  # (N,)
     if not finite.all():
         rows = torch.nonzero(~finite).flatten()
-        raise ValueError(f"{name}_features has NaN or inf in {len(rows)} row(s), the first is row "
-                         f"{rows[0].item()}; check the model that produced them, or drop those rows")
+        raise ValueError(f"{name}_features has NaN or inf in {len(rows)} row(s), the first is "
+                         f"row {rows[0].item()}; check the model that produced them, or drop "
+                         "those rows")
     if labels is not None and labels.shape != (len(features),):
         raise ValueError(f"{name}_labels must have shape ({len(features)},) like {name}_features "
                          f"has rows, got {tuple(labels.shape)}")
@@ -132,7 +133,8 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
     _check_features(train_features, train_labels, "train")
     _check_features(test_features, None, "test")
     _check_k(k)
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
+            and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if train_labels.is_floating_point() or int(train_labels.min()) < 0:
         raise ValueError("train_labels must be integer classes >= 0 (e.g. digits 0..9)")

@@ -39,9 +39,9 @@ def preprocess(images: Tensor) -> Tensor:
         raise ValueError(f"digits of dtype {images.dtype} are ambiguous; pass uint8 in 0..255 "
                          "(images.to(torch.uint8)) or floats in [0, 1] (images / 255.0)")
     if len(images) and not (images.min() >= -FLOAT_SLACK and images.max() <= 1 + FLOAT_SLACK):
-        raise ValueError(f"float digits must lie in [0, 1], got values in [{images.min().item():g}, "
-                         f"{images.max().item():g}]; for pixels in 0..255 pass images / 255.0 "
-                         "or images.to(torch.uint8)")  # NaN fails both comparisons
+        low, high = images.min().item(), images.max().item()  # NaN fails both comparisons
+        raise ValueError(f"float digits must lie in [0, 1], got values in [{low:g}, {high:g}]; "
+                         "for pixels in 0..255 pass images / 255.0 or images.to(torch.uint8)")
     return images.float()
 
 

@@ -20,8 +20,12 @@ from torch import Tensor, nn
 
 from simclr_teach import distributed
 from simclr_teach.augment import AugmentParams, BatchAugment
-from simclr_teach.checkpoint import (CHECKPOINT_FORMAT, check_run_folder, load_checkpoint,
-                                     save_checkpoint)
+from simclr_teach.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_run_folder,
+    load_checkpoint,
+    save_checkpoint,
+)
 from simclr_teach.loss import contrastive_accuracy
 from simclr_teach.model import build_simclr, preprocess
 from simclr_teach.shortcut import MAX_BITS, shared_bits
@@ -151,7 +155,8 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 Monitor = tuple[Tensor, Tensor, Tensor, Tensor]  # bank images, bank labels, query images, labels
 
 
-def config_differences(stored: dict[str, Any], given: dict[str, Any], prefix: str = "") -> list[str]:
+def config_differences(stored: dict[str, Any], given: dict[str, Any],
+                       prefix: str = "") -> list[str]:
     """The fields where two ``asdict(TrainConfig)`` differ, e.g. ["lr: 0.002 stored, 0.001 now"]."""
     found = []
     for name in sorted(set(stored) | set(given)):
@@ -221,9 +226,8 @@ def train_simclr(
     """
     from tqdm.auto import tqdm
 
-    from simclr_teach.evaluate import embed, knn_accuracy
-
     from simclr_teach.data import describe_training_data
+    from simclr_teach.evaluate import embed, knn_accuracy
 
     world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
     if config.batch_size > len(images) // world:

@@ -33,7 +33,8 @@ def seed_everything(seed: int) -> torch.Generator:
 
 def check_seed(seed: int, name: str = "seed") -> int:
     """``seed`` if it is an int in [0, 2**32 - 1] (what every generator takes), else ValueError."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if not is_int or not 0 <= seed <= MAX_SEED:
         raise ValueError(f"{name} must be an int in [0, 2**32 - 1], got {seed!r}; "
                          f"pick one in that range, e.g. {name} % 2**32")
     return int(seed)
@@ -52,7 +53,7 @@ def available_devices() -> list[str]:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """The fastest device here: cuda, then mps, then cpu; or the one asked for, if this machine has it.
+    """The fastest device here (cuda, then mps, then xpu, then cpu), or the one asked for, if here.
 
     Args:
         device: "auto", or one of ``available_devices()`` ("cpu", "cuda", "cuda:1", "mps", "xpu").

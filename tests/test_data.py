@@ -90,7 +90,8 @@ def test_wrong_magic_number_names_the_file_and_the_fix(tmp_path):
     path = raw / "train-images-idx3-ubyte"
     path.write_bytes(np.array([2049], ">i4").tobytes() + path.read_bytes()[4:])  # a labels magic
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte is not an MNIST images file: "
-                                         r"its header .* is \(2049, 60000, 28, 28\).*download again"):
+                                         r"its header .* is \(2049, 60000, 28, 28\)"
+                                         r".*download again"):
         load_mnist("mnist", root=tmp_path)
 
 

@@ -178,8 +178,8 @@ def test_knn_rejects_non_finite_features(which, bad):
         train_f[3] = bad  # one bad row in the bank
     else:
         test_f[:] = bad  # every query
-    with pytest.raises(ValueError, match=rf"{which}_features has NaN or inf in \d+ row\(s\), the first "
-                                         r"is row \d+; check the model"):
+    with pytest.raises(ValueError, match=rf"{which}_features has NaN or inf in \d+ row\(s\), "
+                                         r"the first is row \d+; check the model"):
         knn_accuracy(train_f, y, test_f, y)
 
 

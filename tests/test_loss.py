@@ -131,8 +131,8 @@ def test_second_derivatives_match_the_reference_loop():
     hessian = torch.autograd.functional.hessian
     ours = hessian(lambda a, b: nt_xent(a, b, 0.3), (z1, z2))
     oracle = hessian(lambda a, b: nt_xent_reference(a, b, 0.3), (z1, z2))
-    for row_ours, row_oracle in zip(ours, oracle):
-        for got, want in zip(row_ours, row_oracle):
+    for row_ours, row_oracle in zip(ours, oracle, strict=True):
+        for got, want in zip(row_ours, row_oracle, strict=True):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
     assert torch.autograd.gradgradcheck(lambda a, b: nt_xent(a, b, 0.3),
                                         (z1.requires_grad_(), z2.requires_grad_()))

@@ -127,8 +127,8 @@ def test_checkpoint_records_the_training_data_and_resume_checks_it(images, tmp_p
     assert load_checkpoint(path)["data"] == {"name": "embedded-5k", "size": 96,
                                              "fingerprint": fingerprint(images)}
     others = embedded_mnist().train_images[96:192]  # e.g. data="auto" once full MNIST is there
-    with pytest.raises(ValueError, match=r"trained on embedded-5k \(96 digits, fingerprint \w{12}\), "
-                                         r"but this run would continue on mnist-70k .* "
+    with pytest.raises(ValueError, match=r"trained on embedded-5k \(96 digits, fingerprint "
+                                         r"\w{12}\), but this run would continue on mnist-70k .* "
                                          r"resume with data='embedded' \(--data embedded\)"):
         run(others, config, checkpoint_path=path, data_name="mnist-70k")
 

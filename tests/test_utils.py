@@ -11,7 +11,8 @@ from simclr_teach.utils import available_devices, check_seed, locked, pick_devic
 
 @pytest.mark.parametrize("device", ["bogus", "gpu", "CPU", "cuda:x", "meta", 3])
 def test_unknown_device_names_the_devices_here(device):
-    with pytest.raises(ValueError, match=r"not available on this machine; use 'auto' or one of \['cpu'"):
+    with pytest.raises(ValueError, match=r"not available on this machine; "
+                                         r"use 'auto' or one of \['cpu'"):
         pick_device(device)
 
 
@@ -36,7 +37,8 @@ def test_embed_on_a_missing_device_is_a_clear_error():
     if "cuda" in available_devices():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="device 'cuda' is not available"):
-        embed(build_simclr("conv", 4, 8, 4), torch.zeros(2, 28, 28, dtype=torch.uint8), device="cuda")
+        embed(build_simclr("conv", 4, 8, 4), torch.zeros(2, 28, 28, dtype=torch.uint8),
+              device="cuda")
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**70, 1.5, True])
