@@ -53,7 +53,7 @@ def available_devices() -> list[str]:
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """The fastest device here (cuda, then mps, then xpu, then cpu), or the one asked for, if here.
+    """The fastest device here (cuda, then mps, then cpu), or the one asked for, if this has it.
 
     Args:
         device: "auto", or one of ``available_devices()`` ("cpu", "cuda", "cuda:1", "mps", "xpu").
@@ -63,7 +63,7 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
         "CPU") or a device that is not here (e.g. "cuda" without a visible GPU).
     """
     if str(device) == "auto":
-        for name in ("cuda", "mps", "xpu"):
+        for name in ("cuda", "mps"):  # xpu only when asked for, as before
             if name in available_devices():
                 return torch.device(name)
         return torch.device("cpu")
