@@ -9,6 +9,10 @@ import sys
 import time
 from dataclasses import asdict, fields, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from simclr_teach.train import TrainConfig
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -22,19 +26,24 @@ def _bool(text: str) -> bool:
 
 
 def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, defaults: object) -> None:
-    """One ``--flag`` per field of a config dataclass, with its default shown."""
+    """One ``--flag`` per field of a config dataclass, with its choices and default shown."""
+    from simclr_teach.train import CHOICES
+
     for f in fields(cls):
         kind = _bool if f.type == "bool" else _TYPES.get(str(f.type))
         if kind is None:
             continue  # nested configs get their own flags
+        text = f"default: {getattr(defaults, f.name)}"
+        if f.name == "device":
+            text = f"auto, cpu, cuda, cuda:<i>, mps or xpu; {text}"
         # SUPPRESS: only the flags given on the command line reach the namespace
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, dest=f.name,
-                            default=argparse.SUPPRESS, help=f"default: {getattr(defaults, f.name)}")
+                            default=argparse.SUPPRESS, help=text, choices=CHOICES.get(f.name))
 
 
 def _parser() -> argparse.ArgumentParser:
     from simclr_teach.augment import AugmentParams
-    from simclr_teach.train import TrainConfig
+    from simclr_teach.train import CHOICES, TrainConfig
 
     parser = argparse.ArgumentParser(prog="python -m simclr_teach",
                                      description="Train and evaluate SimCLR on MNIST.")
@@ -48,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(train.add_argument_group("augmentations at strength 1"),
                          AugmentParams, AugmentParams())
     evaluate = commands.add_parser("evaluate", help="kNN and linear-probe table for a checkpoint")
-    evaluate.add_argument("checkpoint", type=Path)
-    evaluate.add_argument("--data", default=None, help="auto | embedded | mnist (default: the checkpoint's)")
+    evaluate.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by train")
+    evaluate.add_argument("--data", default=None, choices=CHOICES["data"],
+                          help="digits to evaluate on (default: those it was trained on)")
     evaluate.add_argument("--no-probe", action="store_true", help="skip the linear probe (faster)")
     from simclr_teach.lab import GRIDS, LAB_BASE
 
@@ -75,11 +85,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from simclr_teach import distributed
     from simclr_teach.augment import AugmentParams
-    from simclr_teach.data import load_mnist
-    from simclr_teach.train import TrainConfig, build_model, train_simclr, validation_split
-    from simclr_teach.utils import seed_everything
+    from simclr_teach.checkpoint import check_run_folder
+    from simclr_teach.train import TrainConfig
+    from simclr_teach.utils import locked, pick_device
 
     given = vars(args)  # holds only the flags that were typed
     base = TrainConfig.gpu_preset() if args.preset == "gpu" else TrainConfig()
@@ -87,42 +96,86 @@ def _train(args: argparse.Namespace) -> int:
                                         if f.name in given})
     config = replace(base, augment=augment, **{f.name: given[f.name] for f in fields(TrainConfig)
                                                if f.name in given})
-    data = load_mnist(config.data, verbose=os.environ.get("RANK", "0") == "0")  # torchrun: 1 line
+    pick_device(config.device)  # a wrong device fails now, not after loading the data
+    out = check_run_folder(args.out)  # so does a folder the run cannot write
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for all
+        return _train_in(out, config, args.no_progress)
+    busy = f"another process is training into {out}; wait for it to finish, or pass another --out"
+    with locked(out, wait=False, busy=busy):
+        return _train_in(out, config, args.no_progress)
+
+
+def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
+    """Train ``config`` into the run folder ``out``, resuming its checkpoint; the exit status."""
+    import torch
+
+    from simclr_teach import distributed
+    from simclr_teach.checkpoint import atomic_write_text, load_checkpoint
+    from simclr_teach.data import SOURCES, load_mnist
+    from simclr_teach.train import build_model, train_simclr, validation_split
+    from simclr_teach.utils import seed_everything
+
+    path, first = out / "checkpoint.pt", os.environ.get("RANK", "0") == "0"
+    source = config.data
+    recorded = load_checkpoint(path)["data"] if path.is_file() else None
+    if source == "auto" and recorded is not None and recorded["name"] in SOURCES:
+        source = SOURCES[recorded["name"]]  # "auto" may point elsewhere since the run began
+        if first:
+            print(f"Resuming {path} on {recorded['name']}, the digits it started on.")
+    data = load_mnist(source, verbose=first)  # torchrun: 1 line
     seed_everything(config.seed)
     model = build_model(config)
     val = validation_split(data.train_labels)
     monitor = (data.train_images[~val], data.train_labels[~val],
                data.train_images[val], data.train_labels[val])
-    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    with distributed.process_group(config.device):  # torchrun: join its group, leave it at the end
-        history = train_simclr(model, data.train_images, config, progress=not args.no_progress,
-                               monitor=monitor, checkpoint_path=args.out / "checkpoint.pt")
-        rank, world_size = distributed.rank(), distributed.world_size()
+    try:
+        with distributed.process_group(config.device):  # torchrun: join its group, leave at the end
+            history = train_simclr(model, data.train_images, config, progress=not no_progress,
+                                   monitor=monitor, checkpoint_path=path, data_name=data.name)
+            rank, world_size = distributed.rank(), distributed.world_size()
+    except KeyboardInterrupt:
+        done = len(load_checkpoint(path)["history"]["epoch"]) if path.is_file() else 0
+        if first:
+            print(f"\ninterrupted after epoch {done} of {config.epochs}; rerun the same command "
+                  "to resume", file=sys.stderr)
+        return 130
     if rank > 0:
         return 0  # rank 0 wrote the checkpoint; it also writes the metrics and reports
+    # a seeded run repeats bit for bit at the same thread count, not across thread counts
     metrics = {"config": asdict(config), "data": data.name, "history": history.to_dict(),
-               "world_size": world_size, "wall_seconds_this_call": time.perf_counter() - start}
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    print(f"trained {config.epochs} epochs in {history.seconds[-1]:.0f} s; final loss "
-          f"{history.loss[-1]:.3f}, validation kNN {history.knn[-1]:.1%}")
-    print(f"wrote {args.out / 'checkpoint.pt'} and {args.out / 'metrics.json'}")
+               "world_size": world_size, "torch_threads": torch.get_num_threads(),
+               "wall_seconds_this_call": time.perf_counter() - start}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    print(f"trained {config.epochs} epochs on {data.name} in {history.seconds[-1]:.0f} s; final "
+          f"loss {history.loss[-1]:.3f}, validation kNN {history.knn[-1]:.1%}")
+    print(f"wrote {path} and {out / 'metrics.json'}")
     return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from simclr_teach.checkpoint import load_checkpoint, load_model
-    from simclr_teach.data import load_mnist
+    from simclr_teach.data import SOURCES, fingerprint, load_mnist
     from simclr_teach.evaluate import format_table
     from simclr_teach.protocol import evaluation_table
 
     state = load_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
-    data = load_mnist(args.data or state["config"]["data"])
+    recorded = state["data"]  # None in checkpoints written before the data was recorded
+    source = args.data or SOURCES.get((recorded or {}).get("name"), state["config"]["data"])
+    data = load_mnist(source, verbose=False)
+    if recorded is None:
+        trained = "trained on unrecorded data (an older checkpoint)"
+    else:
+        trained = f"trained on {recorded['name'] or 'digits'} ({recorded['size']:,})"
+        here = fingerprint(data.train_images)
+        if data.name == recorded["name"] and recorded["fingerprint"] != here:
+            trained += " that differ from the ones here"
+    print(f"{args.checkpoint}: {trained}, {len(state['history']['epoch'])} epochs; evaluated on "
+          f"{data.name}: kNN bank and probe on its {len(data.train_labels):,} training digits, "
+          f"test split of {len(data.test_labels):,}")
     rows, chosen = evaluation_table(model, data.train_images, data.train_labels,
                                     data.test_images, data.test_labels, probe=not args.no_probe)
-    print(f"{args.checkpoint}: trained on {data.name}, {len(state['history']['epoch'])} epochs; "
-          f"test split of {len(data.test_labels)} digits")
     print(format_table(rows))
     print("chosen on the validation split (50 training digits per class), then the test split "
           "scored once:")
@@ -178,7 +231,7 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 for a bad flag, 1 for a one-line error)."""
+    """Entry point; the exit status: 2 for a bad flag, 1 for a one-line error, 130 after Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     try:
@@ -187,6 +240,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "few-labels":
             return _few_labels(args, argv)
         return _train(args) if args.command == "train" else _evaluate(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError, FloatingPointError) as error:  # files, network, locks, values
         print(f"error: {error}", file=sys.stderr)
         return 1

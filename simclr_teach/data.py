@@ -6,9 +6,12 @@ Taught in 00_setup and 01_augmentations.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,7 +30,10 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte": 16 + 10_000 * 28 * 28,
     "t10k-labels-idx1-ubyte": 8 + 10_000,
 }
+IDX_MAGIC = {"images": 2051, "labels": 2049}  # first 4 bytes of an idx file: uint8, 3 or 1 dims
 EMBEDDED_TRAIN_PER_DIGIT, EMBEDDED_TEST_PER_DIGIT = 400, 100
+SOURCES = {"embedded-5k": "embedded", "mnist-70k": "mnist"}  # data name -> load_mnist source
+DOWNLOAD_STALL_SECONDS = 60.0  # a download that receives nothing for this long has failed
 
 
 @dataclass
@@ -72,32 +78,104 @@ def mnist_files_present(root: str | Path | None = None) -> bool:
     return all((raw / name).is_file() for name in MNIST_FILES)
 
 
-def _download_mnist(root: Path) -> None:
-    """Download full MNIST with torchvision into a temporary folder, then move it into place.
-
-    A failed or interrupted download leaves nothing behind under ``root/MNIST/raw``.
-    """
+def _fetch_mnist(folder: Path) -> None:
+    """Download the four files of full MNIST into ``folder/MNIST/raw`` with torchvision."""
     from torchvision.datasets import MNIST
 
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".mnist-download-") as tmp:
+    MNIST(str(folder), train=True, download=True)
+
+
+def _bytes_under(folder: Path) -> int:
+    """Total size of the files under ``folder`` (0 for files that vanish while we count)."""
+    total = 0
+    for path in folder.rglob("*"):
         try:
-            MNIST(tmp, train=True, download=True)
-        except Exception as error:  # network errors come in many types
-            raise RuntimeError(
-                f"downloading MNIST failed ({error}); check the network, or place the four files "
-                f"{sorted(MNIST_FILES)} in {_raw_folder(root)}"
-            ) from error
-        target = _raw_folder(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(_raw_folder(Path(tmp)), target)  # atomic on one file system
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def _fetch_until_stalled(folder: Path, stall_seconds: float) -> None:
+    """``_fetch_mnist(folder)`` in a thread; TimeoutError once nothing arrives in ``stall_seconds``.
+
+    torchvision's download has no timeout, so we watch the bytes arriving under ``folder``.
+    """
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            _fetch_mnist(folder)
+        except BaseException as error:  # handed to the main thread
+            errors.append(error)
+
+    thread = threading.Thread(target=fetch, name="mnist-download", daemon=True)
+    thread.start()
+    size, last_progress = -1, time.monotonic()
+    while thread.is_alive():
+        thread.join(min(1.0, stall_seconds))  # Ctrl-C interrupts this wait
+        if (now := _bytes_under(folder)) != size:
+            size, last_progress = now, time.monotonic()
+        elif time.monotonic() - last_progress > stall_seconds:
+            raise TimeoutError(f"stalled: no data arrived for {stall_seconds:g} s")
+    if errors:
+        raise errors[0]
+
+
+def _download_mnist(root: Path) -> None:
+    """Download full MNIST into a temporary folder, then move it into place.
+
+    A failed, stalled or interrupted (Ctrl-C) download leaves nothing behind under ``root``;
+    leftovers of a killed one are removed by the next. Raises ConnectionError (an OSError)
+    with the fix when the download fails or stalls.
+    """
+    from simclr_teach.utils import locked
+
+    root.mkdir(parents=True, exist_ok=True)
+    busy = f"another process is downloading MNIST into {root}; wait for it and run again"
+    with locked(root, wait=False, busy=busy):
+        for leftover in root.glob(".mnist-download-*"):  # from a download that was killed
+            shutil.rmtree(leftover, ignore_errors=True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".mnist-download-",
+                                         ignore_cleanup_errors=True) as tmp:
+            try:
+                _fetch_until_stalled(Path(tmp), DOWNLOAD_STALL_SECONDS)
+            except Exception as error:  # network errors come in many types
+                raise ConnectionError(
+                    f"downloading MNIST failed ({error}); check the network and try again, or "
+                    f"place the four files {sorted(MNIST_FILES)} in {_raw_folder(root)}, or use "
+                    "the embedded digits (load_mnist('embedded'), --data embedded)"
+                ) from error
+            target = _raw_folder(root)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(_raw_folder(Path(tmp)), target)  # atomic on one file system
+
+
+def _read_idx(path: Path, kind: str, count: int) -> Tensor:
+    """One idx file of MNIST, its header and labels checked (torchvision only asserts).
+
+    Returns:
+        uint8 (count, 28, 28) for kind "images"; int64 (count,) digits 0..9 for "labels".
+    """
+    raw = path.read_bytes()
+    dims = (count, 28, 28) if kind == "images" else (count,)
+    header = tuple(int(x) for x in np.frombuffer(raw, ">u4", count=1 + len(dims)))
+    fix = "delete it and download again with load_mnist('mnist', download=True)"
+    if header != (IDX_MAGIC[kind], *dims):
+        raise ValueError(f"{path} is not an MNIST {kind} file: its header (magic number, sizes) is "
+                         f"{header}, expected {(IDX_MAGIC[kind], *dims)}; {fix}")
+    values = np.frombuffer(raw, np.uint8, offset=4 * len(header))
+    if kind == "images":
+        return torch.from_numpy(values.reshape(dims).copy())
+    if values.max() > 9:
+        raise ValueError(f"{path} holds label {values.max()}, but digits are 0..9; it is corrupt: "
+                         f"{fix}")
+    return torch.from_numpy(values.astype(np.int64))
 
 
 def _read_full_mnist(root: Path) -> MNISTData:
-    from torchvision.datasets.mnist import read_image_file, read_label_file
-
     raw = _raw_folder(root)
     missing = [name for name in MNIST_FILES if not (raw / name).is_file()]
     if missing:
@@ -114,13 +192,13 @@ def _read_full_mnist(root: Path) -> MNISTData:
                 f"{path} is corrupt ({path.stat().st_size} bytes, expected {size}); delete it and "
                 "download again with load_mnist('mnist', download=True)"
             )
-        reader = read_image_file if "images" in name else read_label_file
-        arrays[name] = reader(str(path))
+        kind = "images" if "images" in name else "labels"
+        arrays[name] = _read_idx(path, kind, 60_000 if name.startswith("train") else 10_000)
     return MNISTData(
-        train_images=arrays["train-images-idx3-ubyte"].to(torch.uint8),
-        train_labels=arrays["train-labels-idx1-ubyte"].long(),
-        test_images=arrays["t10k-images-idx3-ubyte"].to(torch.uint8),
-        test_labels=arrays["t10k-labels-idx1-ubyte"].long(),
+        train_images=arrays["train-images-idx3-ubyte"],
+        train_labels=arrays["train-labels-idx1-ubyte"],
+        test_images=arrays["t10k-images-idx3-ubyte"],
+        test_labels=arrays["t10k-labels-idx1-ubyte"],
         name="mnist-70k",
     )
 
@@ -195,6 +273,21 @@ def load_mnist(
         print("Using the embedded 5,000-digit MNIST subset (4,000 train / 1,000 test); for full "
               f"MNIST put its files in {_raw_folder(root_path)} or set SIMCLR_TEACH_DOWNLOAD=1.")
     return embedded_mnist()
+
+
+def fingerprint(images: Tensor) -> str:
+    """Short hash of uint8 digits (N, 28, 28): the same digits give the same 12 hex characters."""
+    return hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()[:12]
+
+
+def describe_training_data(name: str | None, images: Tensor) -> dict[str, object]:
+    """What a run trains on, stored in its checkpoint: {"name", "fingerprint", "size"}.
+
+    Args:
+        name: ``MNISTData.name`` ("embedded-5k", "mnist-70k") or None if unknown.
+        images: uint8 (N, 28, 28) training digits.
+    """
+    return {"name": name, "fingerprint": fingerprint(images.cpu()), "size": len(images)}
 
 
 class TwoViews(Dataset):

@@ -9,6 +9,8 @@ network with random weights) show how much of that accuracy SimCLR earned.
 from __future__ import annotations
 
 import copy
+import math
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simclr_teach.model import preprocess
+from simclr_teach.utils import pick_device
 
 
 def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 256,
@@ -45,6 +48,7 @@ def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 25
     if device is None:
         tensors = [*model.parameters(), *model.buffers()]
         device = tensors[0].device if tensors else torch.device("cpu")
+    device = pick_device(device)  # a clear error for a device this machine lacks
     modes = [(module, module.training) for module in model.modules()]  # restored per module
     model.eval()
     try:
@@ -64,9 +68,20 @@ def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 25
 def _check_features(features: Tensor, labels: Tensor | None, name: str) -> None:
     if features.dim() != 2 or len(features) == 0:
         raise ValueError(f"{name}_features must be non-empty (N, D), got {tuple(features.shape)}")
+    finite = torch.isfinite(features).all(dim=1)  # (N,)
+    if not finite.all():
+        rows = torch.nonzero(~finite).flatten()
+        raise ValueError(f"{name}_features has NaN or inf in {len(rows)} row(s), the first is "
+                         f"row {rows[0].item()}; check the model that produced them, or drop "
+                         "those rows")
     if labels is not None and labels.shape != (len(features),):
         raise ValueError(f"{name}_labels must have shape ({len(features)},) like {name}_features "
                          f"has rows, got {tuple(labels.shape)}")
+
+
+def _check_k(k: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k (neighbours) must be an int >= 1, got {k!r}")
 
 
 def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 8,
@@ -81,8 +96,7 @@ def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 8,
     Returns:
         (similarities, indices), both (Q, min(k, N)), most similar first.
     """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    _check_k(k)
     if queries.shape[1] != references.shape[1]:
         raise ValueError(f"queries have D={queries.shape[1]}, references D={references.shape[1]}")
     k = min(k, len(references))
@@ -118,8 +132,10 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
     train_labels = torch.as_tensor(train_labels)
     _check_features(train_features, train_labels, "train")
     _check_features(test_features, None, "test")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    _check_k(k)
+    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
+            and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if train_labels.is_floating_point() or int(train_labels.min()) < 0:
         raise ValueError("train_labels must be integer classes >= 0 (e.g. digits 0..9)")
     train_labels = train_labels.long().to(train_features.device)

@@ -26,6 +26,7 @@ import torch
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
 from simclr_teach.checkpoint import atomic_write_text
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
+from simclr_teach.utils import locked
 
 # The lab's run: the course's model at half width, 8 epochs (~8 s on 2 idle cores). Every field
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
@@ -91,6 +92,9 @@ def describe(config: TrainConfig) -> str:
 class LabResults:
     """Scores of finished lab runs, one per configuration, in a JSON file written atomically.
 
+    Every row has the keys of ``COLUMNS``; a file with other content is an error naming it.
+    Adding a row locks the file's folder, so processes adding rows at once lose none.
+
     Args:
         path: the JSON file (created on the first ``add``).
     """
@@ -98,24 +102,39 @@ class LabResults:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
+    def _check(self, row: Any, where: str) -> None:
+        missing = sorted(set(COLUMNS) - set(row)) if isinstance(row, dict) else COLUMNS
+        if missing:
+            raise ValueError(f"{where} is not a lab result (missing {missing}); move {self.path} "
+                             "away and the lab scores its runs again from the cached checkpoints")
+
     def rows(self) -> list[dict[str, Any]]:
         """All stored rows, oldest first; [] if the file does not exist yet."""
         if not self.path.is_file():
             return []
         try:
-            return list(json.loads(self.path.read_text())["runs"])
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ValueError(f"{self.path} is not a lab results file ({error}); move it away "
+            runs = json.loads(self.path.read_text())["runs"]
+        except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{self.path} is not a lab results file ({error!r}); move it away "
                              "and the lab starts a new one") from error
+        if not isinstance(runs, list):
+            raise ValueError(f"{self.path} is not a lab results file (\"runs\" is not a list); "
+                             "move it away and the lab starts a new one")
+        for i, row in enumerate(runs):
+            self._check(row, f"row {i} of {self.path}")
+        return runs
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The row of the run with this config key, or None."""
         return next((row for row in self.rows() if row["key"] == key), None)
 
     def add(self, row: dict[str, Any]) -> None:
-        """Store ``row`` (replacing one with the same key), atomically."""
-        rows = [r for r in self.rows() if r["key"] != row["key"]] + [row]
-        atomic_write_text(self.path, json.dumps({"runs": rows}, indent=1))
+        """Store ``row`` (replacing one with the same key), atomically, one process at a time."""
+        self._check(row, "the row to add")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with locked(self.path.parent, wait=True):  # read, modify, write: no other writer between
+            rows = [r for r in self.rows() if r["key"] != row["key"]] + [row]
+            atomic_write_text(self.path, json.dumps({"runs": rows}, indent=1))
 
 
 def default_cache() -> Path:

@@ -12,24 +12,36 @@ from torch import Tensor, nn
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the MNIST training set
 
 
+FLOAT_SLACK = 1e-3  # interpolating augmentations may round a pixel a hair outside [0, 1]
+
+
 def preprocess(images: Tensor) -> Tensor:
     """uint8 digits -> the float input every model takes.
 
     Args:
-        images: uint8 (N, 28, 28) or (N, 1, 28, 28) with values 0..255, or float already in [0, 1].
+        images: (N, 28, 28) or (N, 1, 28, 28), either uint8 with values 0..255 (divided by 255
+            here) or float already in [0, 1]. Anything else is an error that says how to convert:
+            float or int digits in 0..255 would otherwise reach the model 255 times too bright.
 
     Returns:
         float32 (N, 1, 28, 28) in [0, 1]. The models standardise it themselves (first layer),
         so augmentations can work in [0, 1].
     """
+    shape = tuple(images.shape)
     if images.dim() == 3:
         images = images.unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
-    if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(
-            f"expected digits of shape (N, 28, 28) or (N, 1, 28, 28), got {tuple(images.shape)}"
-        )
+    if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"expected digits of shape (N, 28, 28) or (N, 1, 28, 28), got {shape}; "
+                         "crop or resize them to 28 x 28, one channel")
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise ValueError(f"digits of dtype {images.dtype} are ambiguous; pass uint8 in 0..255 "
+                         "(images.to(torch.uint8)) or floats in [0, 1] (images / 255.0)")
+    if len(images) and not (images.min() >= -FLOAT_SLACK and images.max() <= 1 + FLOAT_SLACK):
+        low, high = images.min().item(), images.max().item()  # NaN fails both comparisons
+        raise ValueError(f"float digits must lie in [0, 1], got values in [{low:g}, {high:g}]; "
+                         "for pixels in 0..255 pass images / 255.0 or images.to(torch.uint8)")
     return images.float()
 
 

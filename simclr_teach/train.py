@@ -20,11 +20,20 @@ from torch import Tensor, nn
 
 from simclr_teach import distributed
 from simclr_teach.augment import AugmentParams, BatchAugment
-from simclr_teach.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, save_checkpoint
+from simclr_teach.checkpoint import (
+    CHECKPOINT_FORMAT,
+    check_run_folder,
+    load_checkpoint,
+    save_checkpoint,
+)
 from simclr_teach.loss import contrastive_accuracy
 from simclr_teach.model import build_simclr, preprocess
 from simclr_teach.shortcut import MAX_BITS, shared_bits
-from simclr_teach.utils import autocast_dtype, pick_device, seed_everything
+from simclr_teach.utils import MAX_SEED, autocast_dtype, locked, pick_device, seed_everything
+
+# The values a TrainConfig field can take, where they are a short list (also the CLI's choices).
+CHOICES = {"data": ("auto", "embedded", "mnist"), "encoder": ("conv", "mlp"),
+           "optimizer": ("adamw", "sgd"), "lr_scaling": tuple(distributed.LR_SCALING_RULES)}
 
 
 @dataclass
@@ -60,13 +69,18 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentParams(**self.augment)
+        finite = {name: math.isfinite(getattr(self, name))
+                  for name in ("temperature", "lr", "weight_decay", "strength")}  # NaN fails all
         checks = {
             "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
-            "temperature": self.temperature > 0, "lr": self.lr > 0, "width": self.width >= 1,
-            "warmup_epochs": self.warmup_epochs >= 0, "strength": self.strength >= 0,
-            "optimizer": self.optimizer in ("adamw", "sgd"), "encoder": self.encoder in ("conv", "mlp"),
-            "lr_scaling": self.lr_scaling in distributed.LR_SCALING_RULES,
+            "temperature": finite["temperature"] and self.temperature > 0,
+            "lr": finite["lr"] and self.lr > 0, "width": self.width >= 1,
+            "weight_decay": finite["weight_decay"] and self.weight_decay >= 0,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "strength": finite["strength"] and self.strength >= 0,
+            **{name: getattr(self, name) in values for name, values in CHOICES.items()},
             "shortcut_bits": 0 <= self.shortcut_bits <= MAX_BITS,
+            "seed": 0 <= self.seed <= MAX_SEED,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -141,6 +155,34 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 Monitor = tuple[Tensor, Tensor, Tensor, Tensor]  # bank images, bank labels, query images, labels
 
 
+def config_differences(stored: dict[str, Any], given: dict[str, Any],
+                       prefix: str = "") -> list[str]:
+    """The fields where two ``asdict(TrainConfig)`` differ, e.g. ["lr: 0.002 stored, 0.001 now"]."""
+    found = []
+    for name in sorted(set(stored) | set(given)):
+        a, b = stored.get(name), given.get(name)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += config_differences(a, b, f"{prefix}{name}.")
+        elif a != b:
+            found.append(f"{prefix}{name}: {a!r} stored, {b!r} now")
+    return found
+
+
+def _check_same_data(path: str | Path, stored: dict[str, Any] | None, now: dict[str, Any]) -> None:
+    """Resume only on the digits the run started on (a checkpoint without a record is trusted)."""
+    if stored is None or stored["fingerprint"] == now["fingerprint"]:
+        return
+    from simclr_teach.data import SOURCES
+
+    source = SOURCES.get(stored["name"], stored["name"])
+    raise ValueError(
+        f"{path} was trained on {stored['name']} ({stored['size']:,} digits, fingerprint "
+        f"{stored['fingerprint']}), but this run would continue on {now['name']} ({now['size']:,} "
+        f"digits, fingerprint {now['fingerprint']}); resume with data={source!r} "
+        f"(--data {source}) or use a new --out folder"
+    )
+
+
 def train_simclr(
     model: nn.Module,
     images: Tensor,
@@ -150,6 +192,7 @@ def train_simclr(
     monitor: Monitor | None = None,
     checkpoint_path: str | Path | None = None,
     on_epoch_end: Callable[[History], None] | None = None,
+    data_name: str | None = None,
 ) -> History:
     """Train ``model`` with SimCLR on unlabelled digits. Taught in 04_training_on_mnist.
 
@@ -171,35 +214,50 @@ def train_simclr(
         monitor: optional (bank images, bank labels, query images, query labels) for an online
             kNN accuracy after each epoch; use a validation split, not the test split.
         checkpoint_path: write a checkpoint here after every epoch (atomically); if it already
-            holds a checkpoint of this config, training resumes from it.
+            holds a checkpoint of this config and these digits, training resumes from it. The
+            caller keeps other processes out of its folder (``utils.locked``), as the CLI and
+            ``load_or_train`` do.
         on_epoch_end: called with the history after each epoch (and after the checkpoint).
+        data_name: ``MNISTData.name`` of ``images``, recorded in the checkpoint with their
+            fingerprint (see ``data.describe_training_data``).
 
     Returns:
         The ``History`` of all epochs, resumed ones included.
     """
     from tqdm.auto import tqdm
 
+    from simclr_teach.data import describe_training_data
     from simclr_teach.evaluate import embed, knn_accuracy
 
+    world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
+    if config.batch_size > len(images) // world:
+        per_process = f", {len(images) // world:,} per process" if world > 1 else ""
+        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(images):,} "
+                         f"training digits{per_process}; use a batch size of at most "
+                         f"{len(images) // world:,} (--batch-size)")
     device = pick_device(config.device)
     model.to(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
     history = History()
+    trained_on = describe_training_data(data_name, images)
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
         state = load_checkpoint(checkpoint_path)
-        if TrainConfig.from_dict(state["config"]) != config:
-            raise ValueError(f"{checkpoint_path} was trained with another config; use a new --out folder")
+        differences = config_differences(state["config"], asdict(config))
+        if differences:
+            raise ValueError(f"{checkpoint_path} was trained with another config "
+                             f"({'; '.join(differences)}); pass the stored values to resume it, "
+                             "or use a new --out folder")
+        _check_same_data(checkpoint_path, state["data"], trained_on)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         history = History.from_dict(state["history"])
     net = distributed.data_parallel(model, config.sync_bn)  # DDP under torchrun, else model itself
-    world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
 
     augment = BatchAugment(config.strength, config.augment)
     data = preprocess(images).to(device)  # (N, 1, 28, 28) float in [0, 1]
-    n = min(config.batch_size, len(data) // world)  # pairs per process and step
+    n = config.batch_size  # pairs per process and step
     steps_per_epoch = max(1, len(data) // (world * n))  # drop the short last batch: same negatives
     peak_lr = distributed.scaled_lr(config.lr, config.lr_scaling, world)  # config.lr in one process
     total_steps = config.epochs * steps_per_epoch
@@ -259,7 +317,8 @@ def train_simclr(
                             img_s=f"{history.images_per_second[-1]:.0f}",
                             **({"knn": f"{knn:.3f}"} if knn is not None else {}))
             if checkpoint_path is not None and rank == 0:
-                save_checkpoint(checkpoint_path, model, config, history, optimizer, generator)
+                save_checkpoint(checkpoint_path, model, config, history, optimizer, generator,
+                                trained_on)
             if on_epoch_end is not None:
                 on_epoch_end(history)
     finally:
@@ -285,7 +344,8 @@ def load_or_train(
 
     The cache folder is ``cache_dir/<hash of config and data>/checkpoint.pt``, so notebooks reuse
     a model trained earlier (by notebook 04, the CLI or a previous session) instead of training
-    twice; an interrupted run resumes where it stopped.
+    twice; an interrupted run resumes where it stopped. While it trains, the folder is locked:
+    another process training the same config at once gets a BlockingIOError saying so.
 
     Args:
         config: the run.
@@ -313,8 +373,12 @@ def load_or_train(
         if monitor:
             check = (data.train_images[~val], data.train_labels[~val],
                      data.train_images[val], data.train_labels[val])
-        history = train_simclr(model, data.train_images, config, progress,
-                               monitor=check, checkpoint_path=path, on_epoch_end=on_epoch_end)
+        busy = (f"{path.parent} is being trained by another process (a notebook, the CLI or a "
+                "sweep); wait for it to finish, then run this again to load the model")
+        with locked(check_run_folder(path.parent, ("checkpoint.pt",)), wait=False, busy=busy):
+            history = train_simclr(model, data.train_images, config, progress, monitor=check,
+                                   checkpoint_path=path, on_epoch_end=on_epoch_end,
+                                   data_name=data.name)
     from simclr_teach.checkpoint import load_model
 
     return load_model(path), history

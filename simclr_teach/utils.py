@@ -1,4 +1,4 @@
-"""Seeding and device choice, the two things every notebook does first."""
+"""Seeding and device choice, the two things every notebook does first; and a file lock."""
 
 from __future__ import annotations
 
@@ -6,9 +6,14 @@ import os
 import platform
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
+
+MAX_SEED = 2**32 - 1  # NumPy's limit, the smallest of Python's, NumPy's and torch's
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -20,8 +25,7 @@ def seed_everything(seed: int) -> torch.Generator:
     Returns:
         A CPU ``torch.Generator`` seeded with ``seed``, for code that takes an explicit generator.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -29,22 +33,77 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def check_seed(seed: int, name: str = "seed") -> int:
+    """``seed`` if it is an int in [0, 2**32 - 1] (what every generator takes), else ValueError."""
+    is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
+    if not is_int or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"{name} must be an int in [0, 2**32 - 1], got {seed!r}; "
+                         f"pick one in that range, e.g. {name} % 2**32")
+    return int(seed)
+
+
+def available_devices() -> list[str]:
+    """The device names this machine can run on: "cpu", then "cuda", "cuda:1", ..., "mps", "xpu"."""
+    names = ["cpu"]
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    if getattr(torch, "xpu", None) is not None and torch.xpu.is_available():
+        names += ["xpu"] + [f"xpu:{i}" for i in range(torch.xpu.device_count())]
+    return names
+
+
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """The fastest device here: cuda, then mps, then cpu; or the one asked for.
+    """The fastest device here (cuda, then mps, then cpu), or the one asked for, if this has it.
 
     Args:
-        device: "auto", or anything ``torch.device`` accepts ("cpu", "cuda", "cuda:1", "mps").
+        device: "auto", or one of ``available_devices()`` ("cpu", "cuda", "cuda:1", "mps", "xpu").
+
+    Raises:
+        ValueError naming the devices this machine has, for a name torch does not know ("gpu",
+        "CPU") or a device that is not here (e.g. "cuda" without a visible GPU).
     """
-    if str(device) != "auto":
-        device = torch.device(device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError("device 'cuda' was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+    if str(device) == "auto":
+        for name in ("cuda", "mps"):  # xpu only when asked for, as before
+            if name in available_devices():
+                return torch.device(name)
+        return torch.device("cpu")
+    here = available_devices()
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or not (str(parsed) in here or parsed.index == 0 and parsed.type in here):
+        raise ValueError(f"device {str(device)!r} is not available on this machine; "
+                         f"use 'auto' or one of {here}")
+    return parsed
+
+
+@contextmanager
+def locked(path: str | Path, wait: bool, busy: str = "") -> Iterator[None]:
+    """Hold an exclusive lock (``fcntl.flock``) on a file or folder for the ``with`` block.
+
+    Used for a run folder (two trainings must not write one checkpoint) and for the folder of
+    the lab results (two processes adding rows at once). The lock lives in the kernel: it ends
+    with the block or the process, even a killed one, and leaves no file behind.
+
+    Args:
+        path: an existing file or folder.
+        wait: True: wait for the holder to finish. False: raise ``BlockingIOError`` at once.
+        busy: the message of that error: what is busy and what to do.
+    """
+    import fcntl  # Linux and macOS
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise BlockingIOError(busy or f"{path} is locked by another process") from None
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | None:

@@ -31,6 +31,7 @@ from simclr_teach.loss import contrastive_accuracy, nt_xent, positive_index
 from simclr_teach.model import preprocess
 from simclr_teach.shortcut import MAX_BITS
 from simclr_teach.train import History, TrainConfig
+from simclr_teach.utils import check_seed
 
 # --- shared: the Explorer container ----------------------------------------------------------
 
@@ -188,7 +189,7 @@ def augmentation_views(images: Tensor, index: int, params: AugmentParams, seed: 
     if not 0 <= index < len(images):
         raise ValueError(f"index must be in [0, {len(images) - 1}], got {index}")
     digit = images[index].reshape(1, 1, *images.shape[-2:])                 # (1, 1, 28, 28)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(check_seed(seed))
     return BatchAugment(1.0, params)(digit.expand(n_views, -1, -1, -1), generator)
 
 
@@ -318,14 +319,15 @@ def temperature_state(z1: Tensor, z2: Tensor, temperature: float, anchor: int = 
     z = F.normalize(torch.cat([z1, z2]).double(), dim=1)        # (2n, D), float64 for display
     candidates = torch.tensor([k for k in range(2 * n) if k != anchor])
     similarity = z[candidates] @ z[anchor]                      # (2n - 1,) cosines
-    probabilities = torch.softmax(similarity / temperature, dim=0)
+    log_probabilities = torch.log_softmax(similarity / temperature, dim=0)  # finite at tiny tau
+    probabilities = log_probabilities.exp()
     partner = int(positive_index(n)[anchor])
     positive = partner - int(partner > anchor)                  # skipping the anchor itself
     weights = probabilities / temperature
     weights[positive] -= 1 / temperature
     return {"n": n, "temperature": temperature, "anchor": anchor, "candidates": candidates,
             "positive": positive, "similarity": similarity, "probabilities": probabilities,
-            "weights": weights, "anchor_loss": -math.log(probabilities[positive].item()),
+            "weights": weights, "anchor_loss": -log_probabilities[positive].item(),
             "loss": loss, "log_2n_minus_1": math.log(2 * n - 1)}
 
 

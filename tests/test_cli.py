@@ -43,8 +43,195 @@ def test_bad_value_is_one_line(capsys):
     assert "temperature" in capsys.readouterr().err
 
 
+def test_nan_weight_decay_is_blamed_on_weight_decay(capsys):
+    assert main(["train", "--out", "unused", "--weight-decay", "nan"]) == 1
+    err = capsys.readouterr().err
+    assert "invalid TrainConfig field(s) ['weight_decay']: [nan]" in err
+    assert "learning rate" not in err
+
+
 @pytest.mark.parametrize("argv", [[], ["fly"]])
 def test_no_or_unknown_command_exits_2(argv):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
+
+
+def test_metrics_record_the_thread_count(tmp_path):
+    import torch
+
+    assert main(["train", "--out", str(tmp_path), *TINY_FLAGS]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["torch_threads"] == torch.get_num_threads()  # bit-identical only at this count
+    assert (tmp_path / "metrics.json").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_second_train_into_a_busy_folder_fails_at_once(tmp_path, capsys):
+    from simclr_teach.utils import locked
+
+    with locked(tmp_path, wait=False):  # as a first `train` into this folder would hold it
+        assert main(["train", "--out", str(tmp_path), *TINY_FLAGS]) == 1
+    err = capsys.readouterr().err
+    assert f"another process is training into {tmp_path}; wait for it to finish, or pass " \
+           "another --out" in err
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_two_train_processes_one_folder(tmp_path):
+    # the real race: two processes, different configs, one --out; exactly one may write
+    commands = [[sys.executable, "-m", "simclr_teach", "train", "--out", str(tmp_path),
+                 *TINY_FLAGS, "--seed", str(seed)] for seed in (0, 1)]
+    runs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for c in commands]
+    results = [(run.wait(120), *run.communicate()) for run in runs]
+    codes = sorted(code for code, _, _ in results)
+    errors = "".join(err for _, _, err in results)
+    # one wins; the other fails at once, or (if it started after) refuses the other config
+    assert codes == [0, 1], results
+    assert "another process is training into" in errors or "another config (seed" in errors
+    assert errors.count("wrote ") == 0
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_text(""), "is a file; pass a folder path to --out"),
+    (lambda p: (p.mkdir(), (p / "checkpoint.pt").mkdir()), "checkpoint.pt is a folder"),
+])
+def test_unusable_out_folder_fails_before_training(tmp_path, capsys, monkeypatch, make, message):
+    from simclr_teach import train as train_module
+
+    monkeypatch.setattr(train_module, "train_simclr", lambda *a, **k: pytest.fail("trained"))
+    make(tmp_path / "out")
+    assert main(["train", "--out", str(tmp_path / "out"), *TINY_FLAGS]) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_out_under_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["train", "--out", str(tmp_path / "file" / "run"), *TINY_FLAGS]) == 1
+    assert "file is a file" in capsys.readouterr().err
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
+    from simclr_teach import train as train_module
+
+    real = train_module.train_simclr
+
+    def interrupted_after_epoch_1(*args, **kwargs):
+        def stop(history):
+            if len(history.epoch) == 1:
+                raise KeyboardInterrupt  # what Ctrl-C raises
+        return real(*args, **kwargs, on_epoch_end=stop)
+
+    flags = ["train", "--out", str(tmp_path), *TINY_FLAGS, "--epochs", "2"]
+    monkeypatch.setattr(train_module, "train_simclr", interrupted_after_epoch_1)
+    assert main(flags) == 130
+    err = capsys.readouterr().err
+    assert "interrupted after epoch 1 of 2; rerun the same command to resume" in err
+    assert "Traceback" not in err
+    monkeypatch.setattr(train_module, "train_simclr", real)
+    assert main(flags) == 0  # resumes
+    assert json.loads((tmp_path / "metrics.json").read_text())["history"]["epoch"] == [1, 2]
+
+
+@pytest.mark.parametrize("device", ["bogus", "gpu", "CPU"])
+def test_bad_device_is_one_line_naming_the_devices(tmp_path, capsys, device):
+    assert main(["train", "--out", str(tmp_path), *TINY_FLAGS, "--device", device]) == 1
+    err = capsys.readouterr().err
+    assert f"device '{device}' is not available on this machine; use 'auto' or one of ['cpu'" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_batch_larger_than_the_data_is_an_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path), *TINY_FLAGS, "--batch-size", "100000"]) == 1
+    assert "batch_size 100000 is larger than the 4,000 training digits" in capsys.readouterr().err
+
+
+def test_failed_download_is_one_line(tmp_path, monkeypatch, capsys):
+    from urllib.error import URLError
+
+    from simclr_teach import data as data_module
+
+    def no_network(folder):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data_module, "_fetch_mnist", no_network)
+    monkeypatch.setenv("SIMCLR_TEACH_DOWNLOAD", "1")
+    monkeypatch.setenv("SIMCLR_TEACH_DATA", str(tmp_path / "data"))
+    flags = [f for f in TINY_FLAGS if f != "embedded"]
+    flags[flags.index("--data") + 1:flags.index("--data") + 1] = ["mnist"]
+    assert main(["train", "--out", str(tmp_path / "run"), *flags]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: downloading MNIST failed") and err.count("\n") == 1
+    assert "check the network" in err
+
+
+def test_help_lists_choices_and_the_checkpoint_argument():
+    train = subprocess.run([sys.executable, "-m", "simclr_teach", "train", "--help"],
+                           capture_output=True, text=True).stdout
+    for choices in ("{auto,embedded,mnist}", "{conv,mlp}", "{adamw,sgd}", "{none,linear,sqrt}",
+                    "auto, cpu, cuda, cuda:<i>, mps or xpu"):
+        assert choices in train
+    evaluate = subprocess.run([sys.executable, "-m", "simclr_teach", "evaluate", "--help"],
+                              capture_output=True, text=True).stdout
+    assert "a checkpoint.pt written by train" in evaluate and "{auto,embedded,mnist}" in evaluate
+
+
+def _write_fake_mnist(raw):
+    import numpy as np
+
+    from simclr_teach.data import MNIST_FILES
+
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        n = 60_000 if name.startswith("train") else 10_000
+        images = "images" in name
+        header = np.array([2051, n, 28, 28] if images else [2049, n], ">i4").tobytes()
+        (raw / name).write_bytes(header + bytes(n * (784 if images else 1)))
+
+
+def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, monkeypatch, capsys):
+    from simclr_teach import protocol as protocol_module
+    from simclr_teach import train as train_module
+    from simclr_teach.checkpoint import load_checkpoint
+    from simclr_teach.data import embedded_mnist, fingerprint
+
+    monkeypatch.setenv("SIMCLR_TEACH_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("SIMCLR_TEACH_DOWNLOAD", raising=False)
+    flags = ["train", "--out", str(tmp_path / "run"), *TINY_FLAGS[2:], "--epochs", "2"]  # auto
+    real = train_module.train_simclr
+
+    def interrupted_after_epoch_1(*args, **kwargs):
+        def stop(history):
+            if len(history.epoch) == 1:
+                raise KeyboardInterrupt
+        return real(*args, **kwargs, on_epoch_end=stop)
+
+    monkeypatch.setattr(train_module, "train_simclr", interrupted_after_epoch_1)
+    assert main(flags) == 130  # epoch 1 on the embedded digits: no full MNIST yet
+    _write_fake_mnist(tmp_path / "data" / "MNIST" / "raw")  # now "auto" means full MNIST
+    monkeypatch.setattr(train_module, "train_simclr", real)
+    assert main(flags) == 0
+    assert "Resuming" in capsys.readouterr().out
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert state["data"]["name"] == "embedded-5k"
+    assert state["data"]["fingerprint"] == fingerprint(embedded_mnist().train_images)
+
+    seen = {}
+
+    def table(model, train_images, *args, **kwargs):
+        seen["train"] = len(train_images)
+        return [{"features": "SimCLR h", "dim": 16, "knn@1": 0.5}], {"SimCLR h": {"k": 1}}
+
+    monkeypatch.setattr(protocol_module, "evaluation_table", table)
+    assert main(["evaluate", str(tmp_path / "run" / "checkpoint.pt")]) == 0
+    out = capsys.readouterr().out
+    assert "trained on embedded-5k (4,000), 2 epochs; evaluated on embedded-5k" in out
+    assert seen["train"] == 4000

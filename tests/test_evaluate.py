@@ -146,12 +146,39 @@ def test_knn_tiny_temperature_is_nearest_neighbour_and_finite():
 
 def test_knn_rejects_bad_input():
     f, y = torch.randn(10, 4), torch.zeros(10, dtype=torch.long)
-    with pytest.raises(ValueError, match="k must be >= 1"):
+    with pytest.raises(ValueError, match=r"k \(neighbours\) must be an int >= 1, got 0"):
         knn_accuracy(f, y, f, y, k=0)
     with pytest.raises(ValueError, match="train_labels"):
         knn_accuracy(f, y[:5], f, y)
     with pytest.raises(ValueError, match="references D=4"):
         knn_accuracy(f, y, torch.randn(10, 3), y)
+
+
+@pytest.mark.parametrize("k", [2.5, "3", True, None])
+def test_knn_rejects_a_k_that_is_not_an_int(k):
+    f, y = torch.randn(10, 4), torch.zeros(10, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"k \(neighbours\) must be an int >= 1"):
+        knn_accuracy(f, y, f, y, k=k)
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), 0.0, -1.0, "0.1"])
+def test_knn_rejects_a_temperature_that_is_not_a_positive_number(temperature):
+    f, y = torch.randn(10, 4), torch.zeros(10, dtype=torch.long)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        knn_accuracy(f, y, f, y, temperature=temperature)
+
+
+@pytest.mark.parametrize("which", ["train", "test"])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_knn_rejects_non_finite_features(which, bad):
+    train_f, test_f, y = torch.randn(10, 4), torch.randn(10, 4), torch.arange(10) % 3
+    if which == "train":
+        train_f[3] = bad  # one bad row in the bank
+    else:
+        test_f[:] = bad  # every query
+    with pytest.raises(ValueError, match=rf"{which}_features has NaN or inf in \d+ row\(s\), "
+                                         r"the first is row \d+; check the model"):
+        knn_accuracy(train_f, y, test_f, y)
 
 
 # ---- probe, geometry, t-SNE ----------------------------------------------------------------

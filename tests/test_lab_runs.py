@@ -40,17 +40,57 @@ def test_ablation_labels():
                                if v != AugmentParams.at_strength(0).__dict__[n]}
 
 
+def result(key, **values):
+    """A lab results row with every column."""
+    return {**dict.fromkeys(lab.COLUMNS, 0), "ablated": "-", "key": key, **values}
+
+
 def test_results_store_replaces_by_key_and_rejects_garbage(tmp_path):
     store = LabResults(tmp_path / "r.json")
     assert store.rows() == []
-    store.add({"key": "a", "loo_knn": 0.5})
-    store.add({"key": "b", "loo_knn": 0.6})
-    store.add({"key": "a", "loo_knn": 0.7})
+    store.add(result("a", loo_knn=0.5))
+    store.add(result("b", loo_knn=0.6))
+    store.add(result("a", loo_knn=0.7))
     assert [r["key"] for r in store.rows()] == ["b", "a"] and store.get("a")["loo_knn"] == 0.7
     assert not list(tmp_path.glob(".*.tmp"))                     # no temporary file left behind
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a lab results file"):
         LabResults(tmp_path / "bad.json").rows()
+
+
+@pytest.mark.parametrize("content,message", [
+    ('{"runs": [{"key": "a"}]}', r"row 0 of .*r.json is not a lab result \(missing \['ablated'"),
+    ('{"runs": ["a"]}', r"row 0 of .*r.json is not a lab result"),
+    ('{"runs": 3}', r"r.json is not a lab results file \(\"runs\" is not a list\)"),
+    ('[1, 2]', r"r.json is not a lab results file"),
+    ('{"rows": []}', r"r.json is not a lab results file"),
+])
+def test_results_of_the_wrong_shape_name_the_file_and_the_fix(tmp_path, content, message):
+    (tmp_path / "r.json").write_text(content)
+    with pytest.raises(ValueError, match=message + ".*move"):
+        LabResults(tmp_path / "r.json").rows()
+    with pytest.raises(ValueError, match="missing"):
+        LabResults(tmp_path / "new.json").add({"key": "a"})
+
+
+def _add_rows(path, prefix, count):
+    store = LabResults(path)
+    for i in range(count):
+        store.add(result(f"{prefix}{i}"))
+
+
+def test_processes_adding_results_at_once_lose_no_row(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "r.json"
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_rows, args=(path, prefix, 40)) for prefix in "ab"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert len(LabResults(path).rows()) == 80  # without the lock rows written between are lost
 
 
 def test_lab_run_trains_once_scores_and_survives_a_restart(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from pytorch_metric_learning.losses import NTXentLoss
 
-from simclr_teach.loss import contrastive_accuracy, nt_xent, nt_xent_reference
+from simclr_teach.loss import contrastive_accuracy, nt_xent, nt_xent_fused, nt_xent_reference
 
 
 def pml_nt_xent(z1, z2, temperature):
@@ -87,17 +87,75 @@ def test_bad_input_names_the_problem(z1, z2, temperature, message):
         nt_xent(z1, z2, temperature)
 
 
+@pytest.mark.parametrize("n", [1, 24])
 @pytest.mark.parametrize("temperature", [0.5, 0.1, 0.02])
-def test_gradients_equal_cross_entropy_of_the_logits(temperature):
-    # the hand-written backward of nt_xent against autograd through the textbook formula
-    from simclr_teach.loss import positive_index, similarity_logits
-
+def test_fused_version_equals_nt_xent_in_value_and_gradient(n, temperature):
+    # the hand-written backward of nt_xent_fused against autograd through the textbook formula
     torch.manual_seed(1)
-    z1, z2 = torch.randn(24, 16, requires_grad=True), torch.randn(24, 16, requires_grad=True)
-    nt_xent(z1, z2, temperature).backward()
+    z1, z2 = torch.randn(n, 16, requires_grad=True), torch.randn(n, 16, requires_grad=True)
+    fused = nt_xent_fused(z1, z2, temperature)
+    fused.backward()
     fast = z1.grad.clone(), z2.grad.clone()
     z1.grad = z2.grad = None
-    logits = similarity_logits(z1, z2, temperature)                   # (2N, 2N)
-    torch.nn.functional.cross_entropy(logits, positive_index(24)).backward()
+    plain = nt_xent(z1, z2, temperature)
+    plain.backward()
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
     for got, want in zip(fast, (z1.grad, z2.grad)):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature"):
+        nt_xent_fused(z1, z2, float("nan"))
+
+
+def test_is_the_cross_entropy_of_the_masked_logits():
+    from simclr_teach.loss import positive_index, similarity_logits
+
+    g = torch.Generator().manual_seed(4)
+    z1, z2 = torch.randn(12, 8, generator=g), torch.randn(12, 8, generator=g)
+    logits = similarity_logits(z1, z2, 0.3)
+    assert torch.isinf(logits.diagonal()).all()
+    expected = torch.nn.functional.cross_entropy(logits, positive_index(12))
+    assert torch.equal(nt_xent(z1, z2, 0.3), expected)
+
+
+def test_one_pair_gives_zero_loss_and_zero_gradient():
+    z1, z2 = torch.randn(1, 5, requires_grad=True), torch.randn(1, 5, requires_grad=True)
+    loss = nt_xent(z1, z2, 0.1)  # the partner is the only candidate
+    loss.backward()
+    assert loss.item() == 0.0
+    assert torch.equal(z1.grad, torch.zeros(1, 5)) and torch.equal(z2.grad, torch.zeros(1, 5))
+
+
+def test_second_derivatives_match_the_reference_loop():
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(3, 4, generator=g).double(), torch.randn(3, 4, generator=g).double()
+    hessian = torch.autograd.functional.hessian
+    ours = hessian(lambda a, b: nt_xent(a, b, 0.3), (z1, z2))
+    oracle = hessian(lambda a, b: nt_xent_reference(a, b, 0.3), (z1, z2))
+    for row_ours, row_oracle in zip(ours, oracle, strict=True):
+        for got, want in zip(row_ours, row_oracle, strict=True):
+            torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
+    assert torch.autograd.gradgradcheck(lambda a, b: nt_xent(a, b, 0.3),
+                                        (z1.requires_grad_(), z2.requires_grad_()))
+
+
+def test_works_under_torch_func_grad():
+    g = torch.Generator().manual_seed(6)
+    z1 = torch.randn(6, 4, generator=g, requires_grad=True)
+    z2 = torch.randn(6, 4, generator=g)
+    functional = torch.func.grad(nt_xent)(z1.detach(), z2, 0.2)
+    nt_xent(z1, z2, 0.2).backward()
+    torch.testing.assert_close(functional, z1.grad)
+
+
+def test_bf16_autocast_computes_the_logits_in_float32():
+    g = torch.Generator().manual_seed(7)
+    z1, z2 = torch.randn(32, 16, generator=g), torch.randn(32, 16, generator=g)
+    z1_bf16, z2_bf16 = z1.bfloat16().requires_grad_(), z2.bfloat16().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = nt_xent(z1_bf16, z2_bf16, 0.01)
+    loss.backward()
+    # the same bf16 numbers, in float64: a bf16 similarity matrix would be off by ~0.4 logits
+    oracle = nt_xent_reference(z1_bf16.detach().double(), z2_bf16.detach().double(), 0.01)
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(oracle.item(), rel=1e-5)
+    assert z1_bf16.grad.dtype == torch.bfloat16 and torch.isfinite(z1_bf16.grad.float()).all()

@@ -46,3 +46,27 @@ def test_autocast_dtype_per_device():
     assert autocast_dtype(torch.device("cpu"), enabled=False) is None
     assert autocast_dtype(torch.device("cpu")) in (None, torch.bfloat16)  # bf16 only if native
     assert autocast_dtype(torch.device("mps")) is None
+
+
+@pytest.mark.parametrize("images,message", [
+    (torch.full((2, 28, 28), 255.0), r"float digits must lie in \[0, 1\], got values in "
+                                     r"\[255, 255\]; for pixels in 0..255 pass images / 255.0"),
+    (torch.full((2, 28, 28), float("nan")), r"float digits must lie in \[0, 1\]"),
+    (torch.full((2, 28, 28), 200, dtype=torch.int64), r"torch.int64 are ambiguous; pass uint8"),
+    (torch.zeros(2, 28, 28, dtype=torch.bool), r"dtype torch.bool are ambiguous"),
+    (torch.zeros(2, 28, 29, dtype=torch.uint8), r"got \(2, 28, 29\); crop or resize them to 28"),
+    (torch.zeros(2, 1, 14, 14, dtype=torch.uint8), r"got \(2, 1, 14, 14\)"),
+])
+def test_preprocess_rejects_what_it_would_misread(images, message):
+    with pytest.raises(ValueError, match=message):
+        preprocess(images)
+
+
+def test_embed_rejects_digits_in_0_to_255_as_floats():
+    from simclr_teach.evaluate import embed
+
+    model = build_simclr("conv", 4, 8, 4)
+    with pytest.raises(ValueError, match=r"float digits must lie in \[0, 1\]"):
+        embed(model, torch.full((3, 28, 28), 255.0))
+    floats = torch.rand(3, 28, 28)  # already in [0, 1]: used as they are
+    assert torch.equal(preprocess(floats)[:, 0], floats)

@@ -108,9 +108,45 @@ def test_interrupted_then_resumed_equals_uninterrupted(images, tmp_path):
 def test_resume_with_another_config_refuses(images, tmp_path):
     path = tmp_path / "checkpoint.pt"
     run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}), checkpoint_path=path)
-    with pytest.raises(ValueError, match="another config"):
+    with pytest.raises(ValueError, match=r"another config \(temperature: 0.2 stored, 0.1 now\); "
+                                         r"pass the stored values"):
         run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1, "temperature": 0.1}),
             checkpoint_path=path)
+    rotation = TrainConfig(**{**TINY.__dict__, "epochs": 1}).augment.__class__(rotation=3.0)
+    with pytest.raises(ValueError, match=r"augment.rotation: 15.0 stored, 3.0 now"):
+        run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1, "augment": rotation}),
+            checkpoint_path=path)
+
+
+def test_checkpoint_records_the_training_data_and_resume_checks_it(images, tmp_path):
+    from simclr_teach.data import fingerprint
+
+    path = tmp_path / "checkpoint.pt"
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1})
+    run(images, config, checkpoint_path=path, data_name="embedded-5k")
+    assert load_checkpoint(path)["data"] == {"name": "embedded-5k", "size": 96,
+                                             "fingerprint": fingerprint(images)}
+    others = embedded_mnist().train_images[96:192]  # e.g. data="auto" once full MNIST is there
+    with pytest.raises(ValueError, match=r"trained on embedded-5k \(96 digits, fingerprint "
+                                         r"\w{12}\), but this run would continue on mnist-70k .* "
+                                         r"resume with data='embedded' \(--data embedded\)"):
+        run(others, config, checkpoint_path=path, data_name="mnist-70k")
+
+
+def test_checkpoint_without_data_record_still_loads(images, tmp_path):
+    model, history = run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}))
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model, TINY, history)
+    state = torch.load(path, weights_only=True)
+    del state["data"]  # as written before the data was recorded
+    torch.save(state, path)
+    assert load_checkpoint(path)["data"] is None
+
+
+def test_batch_larger_than_the_data_is_an_error(images):
+    with pytest.raises(ValueError, match=r"batch_size 200 is larger than the 96 training digits; "
+                                         r"use a batch size of at most 96"):
+        run(images, TrainConfig(**{**TINY.__dict__, "batch_size": 200}))
 
 
 def test_non_finite_output_stops_with_a_clear_error(images):
@@ -140,6 +176,29 @@ def test_load_or_train_reuses_the_cached_run(tmp_path, monkeypatch):
     again, again_history = load_or_train(config, cache_dir=tmp_path, progress=False)
     assert_same_weights(model, again)
     assert again_history == history
+
+
+def test_load_or_train_refuses_a_folder_another_process_trains(tmp_path, monkeypatch):
+    from simclr_teach.utils import locked
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained although another process holds the folder")
+
+    monkeypatch.setattr(train_module, "train_simclr", must_not_train)
+    folder = tmp_path / TINY.key("embedded-5k")
+    folder.mkdir()
+    with locked(folder, wait=False):  # as another process training this config would
+        with pytest.raises(BlockingIOError, match=f"{folder} is being trained by another process"):
+            load_or_train(TINY, cache_dir=tmp_path, progress=False)
+
+
+@pytest.mark.parametrize("field,value", [("weight_decay", float("nan")), ("weight_decay", -1.0),
+                                         ("lr", float("nan")), ("lr", float("inf")),
+                                         ("temperature", float("nan")), ("strength", float("nan")),
+                                         ("data", "cifar"), ("seed", 2**40)])
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"invalid TrainConfig field\(s\) \['{field}'\]"):
+        TrainConfig(**{field: value})
 
 
 def test_config_validation_and_schedule():

@@ -84,6 +84,12 @@ def test_augmentation_views_shape_seed_and_identity(digits):
         augmentation_views(digits, len(digits), AugmentParams())
 
 
+@pytest.mark.parametrize("seed", [2**70, -1, 0.5])
+def test_augmentation_views_bad_seed_is_a_clear_error(digits, seed):
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 2\*\*32 - 1\]"):
+        augmentation_views(digits, 0, AugmentParams(), seed=seed)
+
+
 def test_view_similarities_fall_with_strength(digits):
     same, different = view_similarities(digits, strength=0.0)
     assert same.shape == different.shape == (len(digits),)
@@ -158,6 +164,19 @@ def test_temperature_state_probabilities_loss_and_positive(projections):
     assert sum(anchors) / (2 * n) == pytest.approx(state["loss"], rel=1e-5)
     last = temperature_state(z1, z2, 0.5, anchor=2 * n - 1)       # partner n - 1, below it
     assert last["candidates"][last["positive"]].item() == n - 1
+
+
+@pytest.mark.parametrize("temperature", [1e-6, 1e-9])
+def test_temperature_state_at_a_tiny_temperature_is_finite(projections, temperature):
+    z1, z2 = projections
+    states = [temperature_state(z1, z2, 0.5, anchor=i) for i in range(2 * len(z1))]
+    # an anchor whose partner is not its most similar candidate: p_partner underflows to 0
+    anchor = next(s["anchor"] for s in states if s["similarity"].argmax() != s["positive"])
+    state = temperature_state(z1, z2, temperature, anchor=anchor)  # was "math domain error"
+    expected = -torch.log_softmax(state["similarity"] / temperature, dim=0)[state["positive"]]
+    assert math.isfinite(state["anchor_loss"])
+    assert state["anchor_loss"] == pytest.approx(expected.item())
+    assert state["probabilities"].sum().item() == pytest.approx(1.0)
 
 
 def test_temperature_state_weights_are_the_gradient(projections):
