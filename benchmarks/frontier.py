@@ -6,7 +6,8 @@ training seconds are the ones recorded when it trained) and scores it on the tra
 only, never the test split: leave-one-out weighted kNN (`knn_accuracy(..., leave_one_out=True)`)
 of h and of z at k = 5 and 20. It writes `results/frontier.csv` (one row per recipe, with how
 many cores other processes kept busy while it trained: a busy machine inflates seconds) and `results/frontier.png`
-(validation kNN against training seconds, the Pareto front joined), which notebook 04 shows.
+(`plots.frontier`: validation kNN against training seconds, the Pareto front joined), which
+notebook 04 shows.
 The default run (`TrainConfig()`) is chosen from this table.
 """
 
@@ -18,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
 
 from benchmarks.common import add_table, new_result, other_load
+from simclr_teach import plots
 from simclr_teach.augment import AugmentParams
 
 # Every field spelled out: the recipes stay what they were when TrainConfig's defaults move.
@@ -40,11 +41,18 @@ RECIPES: list[tuple[str, dict[str, Any]]] = [
     ("60 epochs, tau 0.1", {"epochs": 60, "temperature": 0.1}),
     ("90 epochs, N 128, tau 0.5, lr 4e-3",
      {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3}),
-    ("45 epochs", {"epochs": 45}),
+    ("120 epochs, N 128, tau 0.5, lr 4e-3",
+     {"epochs": 120, "batch_size": 128, "temperature": 0.5, "lr": 4e-3}),
+    ("90 epochs, N 128, tau 1, lr 4e-3",
+     {"epochs": 90, "batch_size": 128, "temperature": 1.0, "lr": 4e-3}),
+    ("120 epochs, N 256, tau 0.5, lr 6e-3",
+     {"epochs": 120, "batch_size": 256, "temperature": 0.5, "lr": 6e-3}),
+    ("90 epochs, N 128, tau 0.3, lr 4e-3",
+     {"epochs": 90, "batch_size": 128, "temperature": 0.3, "lr": 4e-3}),
 ]
 KS = (5, 20)
 COLUMNS = ["recipe", "seconds", "loo_h_k5", "loo_h_k20", "loo_z_k5", "loo_z_k20", "best",
-           "final_loss", "other_cores"]
+           "final_loss", "other_cores", "key"]
 
 
 def config_of(changes: dict[str, Any]):
@@ -83,37 +91,8 @@ def score(name: str, changes: dict[str, Any], cache_dir: Path | None,
     row["best"] = max(v for key, v in row.items() if key.startswith("loo_"))
     row["final_loss"] = round(history.loss[-1], 3)
     row["other_cores"] = (earlier or {}).get("other_cores", "") if cached else load["other_cores"]
+    row["key"] = config.key(data.name)  # names the run: TrainConfig().key(...) finds the default
     return row
-
-
-def pareto(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows no other row beats on both time (less) and accuracy (more), fastest first."""
-    front, best = [], -1.0
-    for row in sorted(rows, key=lambda r: (r["seconds"], -r["best"])):
-        if row["best"] > best:
-            front.append(row)
-            best = row["best"]
-    return front
-
-
-def plot(rows: list[dict[str, Any]], default: str | None = None) -> Figure:
-    """Validation kNN (best of h/z, k 5/20) against training seconds; the Pareto front joined."""
-    fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100, layout="constrained")
-    ax.scatter([r["seconds"] for r in rows], [100 * r["best"] for r in rows], color="#0072B2",
-               zorder=3)
-    front = pareto(rows)
-    ax.plot([r["seconds"] for r in front], [100 * r["best"] for r in front], color="#0072B2",
-            alpha=0.5, label="Pareto front")
-    for r in rows:
-        bold = "bold" if r["recipe"] == default else "normal"
-        ax.annotate(r["recipe"], (r["seconds"], 100 * r["best"]), fontsize=7, weight=bold,
-                    xytext=(4, -3), textcoords="offset points")
-    ax.axvline(300, color="#D55E00", linestyle="--", label="5-minute budget")
-    ax.set(xlabel="training seconds (2-core CPU)", ylabel="leave-one-out kNN, best of h/z (%)",
-           title="Time-accuracy frontier on the 4,000 training digits")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    return fig
 
 
 def run(quick: bool = False, out_dir: str | Path | None = None,
@@ -142,7 +121,7 @@ def run(quick: bool = False, out_dir: str | Path | None = None,
             writer = csv.DictWriter(f, fieldnames=COLUMNS)
             writer.writeheader()
             writer.writerows(rows)
-        fig = plot(rows)
+        fig = plots.frontier(rows)
         fig.savefig(out_dir / "frontier.png")
         plt.close(fig)
     add_table(result, "leave-one-out kNN over the 4,000 training digits (never the test split)",

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true", help="no progress output")
     _add_dataclass_flags(sweep.add_argument_group("the base run (default: lab.LAB_BASE)"),
                          TrainConfig, LAB_BASE)
-    from simclr_teach.protocol import FEW_LABEL_BUDGETS
+    from simclr_teach.protocol import FEW_LABEL_BUDGETS, STEPS
 
     few = commands.add_parser("few-labels", help="kNN, linear probe, supervised CNN and fine-tuning "
                               "on a few labels per class (05), to a CSV")
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     few.add_argument("--budgets", type=int, nargs="+", default=list(FEW_LABEL_BUDGETS),
                      help="labelled digits per class")
     few.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws of the labels")
-    few.add_argument("--steps", type=int, default=1000, help="classifier schedule length")
+    few.add_argument("--steps", type=int, default=STEPS, help="classifier schedule length")
     return parser
 
 

@@ -17,6 +17,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
+# Okabe & Ito's colour-blind-safe palette: blue, vermillion, bluish green, orange, sky blue,
+# reddish purple, yellow, black
+PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#F0E442", "#000000"]
+
 ArrayLike = Tensor | np.ndarray
 
 
@@ -92,12 +96,14 @@ def _field(history: object, name: str) -> list:
     return list(values)
 
 
-def training_curves(history: object) -> Figure:
-    """Three panels against epoch: contrastive loss; top-1 and kNN accuracy; learning rate.
+def training_curves(history: object, knn_reference: Mapping[str, float] | None = None) -> Figure:
+    """Four panels against epoch: loss (log scale), contrastive top-1, kNN monitor, learning rate.
 
     Args:
         history: object or dict with lists ``epoch``, ``loss``, ``top1``, ``lr`` and ``knn``
             (``knn`` may be empty or hold None for epochs without a kNN check).
+        knn_reference: name -> accuracy drawn as a dashed line on the kNN panel (e.g. raw
+            pixels on the same validation digits), so the monitor has something to beat.
     """
     epoch = _field(history, "epoch")
     if not epoch:
@@ -105,17 +111,24 @@ def training_curves(history: object) -> Figure:
     knn = _field(history, "knn")
     if knn and len(knn) != len(epoch):
         raise ValueError(f"knn has {len(knn)} entries for {len(epoch)} epochs; use None for gaps")
-    fig, (loss_ax, acc_ax, lr_ax) = plt.subplots(1, 3, figsize=(10, 3), layout="constrained")
-    loss_ax.plot(epoch, _field(history, "loss"), marker=".")
-    loss_ax.set(title="NT-Xent loss", xlabel="epoch")
-    acc_ax.plot(epoch, _field(history, "top1"), marker=".", label="contrastive top-1")
+    fig, axes = plt.subplots(2, 2, figsize=(8, 5.5), layout="constrained")
+    (loss_ax, top1_ax), (knn_ax, lr_ax) = axes
+    loss_ax.plot(epoch, _field(history, "loss"), marker=".", color=PALETTE[0])
+    loss_ax.set(title="NT-Xent loss (log scale)", xlabel="epoch", yscale="log")
+    top1_ax.plot(epoch, _field(history, "top1"), marker=".", color=PALETTE[0])
+    top1_ax.set(title="contrastive top-1", xlabel="epoch", ylim=(0, 1.02))
     checked = [(e, a) for e, a in zip(epoch, knn) if a is not None]
     if checked:
-        acc_ax.plot(*zip(*checked), marker="o", label="kNN (labels)")
-    acc_ax.set(title="accuracy", xlabel="epoch", ylim=(0, 1.02))
-    acc_ax.legend(fontsize=8)
-    lr_ax.plot(epoch, _field(history, "lr"), marker=".")
+        knn_ax.plot(*zip(*checked), marker="o", color=PALETTE[2], label="SimCLR h")
+    for colour, (name, value) in zip(PALETTE[1:], (knn_reference or {}).items()):
+        knn_ax.axhline(value, color=colour, linestyle="--", label=name)
+    knn_ax.set(title="kNN monitor (validation)", xlabel="epoch")
+    if checked or knn_reference:
+        knn_ax.legend(fontsize=8, loc="lower right")
+    lr_ax.plot(epoch, _field(history, "lr"), marker=".", color=PALETTE[0])
     lr_ax.set(title="learning rate", xlabel="epoch")
+    for ax in (loss_ax, top1_ax, knn_ax, lr_ax):
+        ax.grid(alpha=0.3)
     return fig
 
 
@@ -214,6 +227,36 @@ def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]]
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8)
+    return fig
+
+
+def frontier(rows: Sequence[Mapping], budget_seconds: float = 300) -> Figure:
+    """Accuracy against training time, one point per recipe, the Pareto front joined (04).
+
+    Args:
+        rows: dicts with "recipe" (a name), "seconds" and "best" (accuracy in [0, 1]), as in
+            ``benchmarks/results/frontier.csv``.
+        budget_seconds: where to draw the time budget.
+    """
+    rows = sorted(rows, key=lambda r: (float(r["seconds"]), -float(r["best"])))
+    front, best = [], -1.0            # recipes no faster one beats
+    for row in rows:
+        if float(row["best"]) > best:
+            front.append(row)
+            best = float(row["best"])
+    fig, ax = plt.subplots(figsize=(6.4, 4), layout="constrained")
+    ax.scatter([float(r["seconds"]) for r in rows], [100 * float(r["best"]) for r in rows],
+               color=PALETTE[0], zorder=3)
+    ax.plot([float(r["seconds"]) for r in front], [100 * float(r["best"]) for r in front],
+            color=PALETTE[0], alpha=0.5, label="Pareto front")
+    for r in rows:
+        ax.annotate(str(r["recipe"]), (float(r["seconds"]), 100 * float(r["best"])), fontsize=7,
+                    xytext=(4, -3), textcoords="offset points")
+    ax.axvline(budget_seconds, color=PALETTE[1], linestyle="--", label="time budget")
+    ax.set(xlabel="training seconds (2-core CPU)", ylabel="leave-one-out kNN, best of h/z (%)",
+           title="Time-accuracy frontier on the training digits")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return fig
 
 

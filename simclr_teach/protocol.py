@@ -213,6 +213,8 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
 FEW_LABEL_BUDGETS = (1, 10, 50, 400)  # labelled digits per class; 400 = every training label
 FEW_LABEL_METHODS = ("kNN on h", "linear probe on h", "supervised CNN", "fine-tuned SimCLR")
 STRENGTHS = (0.5, 1.0, 1.5)           # BatchAugment strengths the classifiers choose from
+STEPS, EVAL_EVERY = 800, 100          # classifier schedule; validation every 100 steps
+BN_DIGITS = 1000                      # clean training digits that recalibrate BatchNorm
 FEW_LABEL_COLUMNS = ("per_class", "seed", "method", "labels", "strength", "steps", "choice",
                      "val_accuracy", "test_accuracy", "seconds")
 
@@ -220,8 +222,8 @@ FEW_LABEL_COLUMNS = ("per_class", "seed", "method", "labels", "strength", "steps
 def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor,
                     test_images: Tensor, test_labels: Tensor,
                     budgets: Sequence[int] = FEW_LABEL_BUDGETS, seeds: Sequence[int] = (0, 1, 2),
-                    strengths: Sequence[float] = STRENGTHS, steps: int = 1000,
-                    eval_every: int = 100, width: int | None = None,
+                    strengths: Sequence[float] = STRENGTHS, steps: int = STEPS,
+                    eval_every: int = EVAL_EVERY, width: int | None = None,
                     progress: Callable[[dict[str, Any]], None] | None = None,
                     ) -> list[dict[str, Any]]:
     """How many labels SimCLR saves: four readers of a few labelled digits. Taught in 05.
@@ -236,8 +238,9 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
     - "fine-tuned SimCLR": ``train_classifier`` starting from ``model``'s encoder (paper, sec. 6).
 
     Both classifiers train with ``BatchAugment`` views whose strength is chosen on validation
-    (with seed 0, per budget and method; other seeds reuse it) and stop at the step with the best
-    validation accuracy. A budget larger than what lies outside the validation split (400 per
+    (with the first seed, per budget and method; other seeds reuse it) and stop at the step with
+    the best validation accuracy; their BatchNorm statistics are recalibrated on ``BN_DIGITS``
+    clean training digits (no labels: fair to both). A budget larger than what lies outside the validation split (400 per
     class) means "every training label": its step count is chosen as above, then the
     classifier is retrained on all training digits for that many steps, as ``tuned_scores``
     refits its readers. The test split is scored once per row, after every choice is made.
@@ -269,6 +272,8 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
     val_x, val_y = train_images[val], train_labels[val]
     h_train, h_test = embed(model, train_images), embed(model, test_images)  # (N, D), (M, D)
     largest = int(train_labels[pool].bincount().min())
+    pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))
+    bn_images = train_images[pick[:BN_DIGITS]]                # unlabelled, any class
     chosen_strength: dict[tuple[int, str], float] = {}
     rows: list[dict[str, Any]] = []
 
@@ -305,7 +310,7 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
             for method, encoder in (("supervised CNN", None), ("fine-tuned SimCLR", model.encoder)):
                 start = time.perf_counter()
                 fit_args = dict(encoder=encoder, width=width, steps=steps, eval_every=eval_every,
-                                seed=seed, bn_images=train_images)
+                                seed=seed, bn_images=bn_images)
                 candidates = ([chosen_strength[per_class, method]]
                               if (per_class, method) in chosen_strength else list(strengths))
                 fits = {s: train_classifier(x, y, val_x, val_y, strength=s, **fit_args)

@@ -62,14 +62,16 @@ def test_training_curves_from_object_and_dict():
     history = SimpleNamespace(epoch=[1, 2, 3, 4], loss=[5.0, 4.0, 3.5, 3.2],
                               top1=[0.1, 0.4, 0.6, 0.7], lr=[0.1, 0.3, 0.2, 0.1],
                               knn=[None, 0.8, None, 0.9], seconds=[1.0] * 4)
-    fig = plots.training_curves(history)
-    check(fig, 3)
-    knn_line = fig.axes[1].lines[1]
+    fig = plots.training_curves(history, knn_reference={"raw pixels": 0.85})
+    check(fig, 4)
+    knn_line = fig.axes[2].lines[0]
     assert list(knn_line.get_xdata()) == [2, 4]  # None epochs skipped
+    assert list(fig.axes[2].lines[1].get_ydata()) == [0.85, 0.85]  # the reference line
+    assert fig.axes[0].get_yscale() == "log"
     no_knn = {**vars(history), "knn": []}
     fig = plots.training_curves(no_knn)
-    check(fig, 3)
-    assert len(fig.axes[1].lines) == 1
+    check(fig, 4)
+    assert len(fig.axes[2].lines) == 0
 
 
 def test_training_curves_errors():
@@ -167,3 +169,13 @@ def test_lab_summary_panels_and_highlight():
     assert len(plots.lab_summary([], rows).axes) == 1
     with pytest.raises(ValueError, match="nothing to plot"):
         plots.lab_summary([], [])
+
+
+def test_frontier_joins_the_pareto_front():
+    rows = [{"recipe": "a", "seconds": 10, "best": 0.90}, {"recipe": "b", "seconds": 20, "best": 0.85},
+            {"recipe": "c", "seconds": 30, "best": 0.95}]
+    fig = plots.frontier(rows, budget_seconds=25)
+    check(fig, 1)
+    front = fig.axes[0].lines[0]
+    assert list(front.get_xdata()) == [10, 30]             # b is slower and worse than a
+    assert [t.get_text() for t in fig.axes[0].texts] == ["a", "b", "c"]
