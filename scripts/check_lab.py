@@ -126,7 +126,8 @@ def main() -> int:
         return run_cells(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=900,
-                        help="seconds for the set-up, the server start and the first cells (default 900)")
+                        help="seconds for the set-up, the server start and the first cells "
+                             "(default 900)")
     args = parser.parse_args()
 
     port, token = free_port(), secrets.token_hex(16)
@@ -144,7 +145,8 @@ def main() -> int:
         listing = api(base, token, "/api/contents/")
         names = [item["name"] for item in listing["content"]]
         if FIRST_NOTEBOOK not in names:
-            raise RuntimeError(f"{FIRST_NOTEBOOK} is not in the lab's root folder; it lists {names}")
+            raise RuntimeError(f"{FIRST_NOTEBOOK} is not in the lab's root folder; it lists "
+                               f"{names}")
         session = api(base, token, "/api/sessions", method="POST",
                       body={"path": FIRST_NOTEBOOK, "type": "notebook", "name": FIRST_NOTEBOOK,
                             "kernel": {"name": "python3"}})

@@ -1,4 +1,4 @@
-"""Tag cells marked `# NBVAL_RAISES_EXCEPTION` with `raises-exception`, for JupyterLab.
+"""Give every cell an id, and tag cells marked `# NBVAL_RAISES_EXCEPTION` with `raises-exception`.
 
 nbval reads the comment; JupyterLab's Run All reads the tag and goes on past the cell that is
 meant to fail. `make notebooks` runs this before executing, so a student's Run All never stops
@@ -12,6 +12,7 @@ import nbformat
 
 def tag_raising_cells(path: str) -> int:
     nb = nbformat.read(path, as_version=4)
+    missing_ids, nb = nbformat.validator.normalize(nb)  # cells added by scripts lack an id
     changed = 0
     for cell in nb.cells:
         if cell.cell_type == "code" and "NBVAL_RAISES_EXCEPTION" in cell.source:
@@ -19,8 +20,8 @@ def tag_raising_cells(path: str) -> int:
             if "raises-exception" not in tags:
                 tags.append("raises-exception")
                 changed += 1
-    if changed:
-        nbformat.write(nb, path)
+    if changed or missing_ids:
+        nbformat.write(nbformat.from_dict(nb), path)
     return changed
 
 

@@ -177,12 +177,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     rows, chosen = evaluation_table(model, data.train_images, data.train_labels,
                                     data.test_images, data.test_labels, probe=not args.no_probe)
     print(format_table(rows))
-    print("chosen on the validation split (50 training digits per class), then the test split "
-          "scored once:")
+    print("chosen on the training digits (kNN: leave-one-out over all of them; probe: the "
+          "validation split of 50 per class), then the test split scored once:")
     for name, values in chosen.items():
         print(f"  {name}: " + ", ".join(f"{key} {value:g}" for key, value in values.items()
                                         if not key.startswith("temperature@")
                                         or key == f"temperature@{values['k']}"))
+    readers = [row["features"] for row in rows if row["features"].startswith("SimCLR")]
+    readout = max(readers, key=lambda name: chosen[name]["val_knn"])  # h or z, on validation
+    print(f"kNN readout chosen by leave-one-out: {readout} (k {chosen[readout]['k']}): test "
+          f"{next(r['knn'] for r in rows if r['features'] == readout):.1%}")
     return 0
 
 

@@ -58,7 +58,7 @@ def recalibrate_batchnorm(model: nn.Module, images: Tensor, batch_size: int = 50
     with torch.no_grad():
         for start in range(0, len(images), batch_size):
             model(preprocess(torch.as_tensor(images[start : start + batch_size]).to(device)))
-    for norm, momentum in zip(norms, momenta):
+    for norm, momentum in zip(norms, momenta, strict=True):
         norm.momentum = momentum
     return model.eval()
 
@@ -80,7 +80,8 @@ def predict_labels(classifier: nn.Module, images: Tensor, batch_size: int = 1024
 
 def classifier_accuracy(classifier: nn.Module, images: Tensor, labels: Tensor) -> float:
     """Fraction of ``images`` (uint8 (N, 28, 28)) whose predicted class equals ``labels``."""
-    return (predict_labels(classifier, images) == torch.as_tensor(labels).long()).float().mean().item()
+    right = predict_labels(classifier, images) == torch.as_tensor(labels).long()
+    return right.float().mean().item()
 
 
 def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_labels: Tensor,

@@ -21,17 +21,21 @@ from torch import Tensor, nn
 from simclr_teach.evaluate import knn_accuracy, linear_probe
 
 
-def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor,
-             val_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
+def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor | None,
+             val_labels: Tensor | None, ks: Sequence[int] = (1, 5, 20, 200),
              temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
              ) -> dict[int, tuple[float, float]]:
     """For each k, the kNN temperature with the best validation accuracy. Taught in 05.
 
-    The honest protocol: hyperparameters are picked on a validation split carved from the
-    training digits (``train.validation_split``); the test split is used once, afterwards.
+    The honest protocol: hyperparameters are picked on the training digits, either on a
+    validation split carved from them (``train.validation_split``) or, with ``val_features``
+    None, by leave-one-out over all of them (every training digit a query against the others:
+    8x the queries of a 50-per-class split, so about a third of its noise); the test split is
+    used once, afterwards.
 
     Args:
-        train_features: (N, D) bank; train_labels: (N,). val_features: (V, D); val_labels: (V,).
+        train_features: (N, D) bank; train_labels: (N,). val_features: (V, D) and val_labels:
+            (V,), or both None for leave-one-out over the bank.
         ks: neighbour counts to tune for. temperatures: candidates, each > 0; ties go to the first.
 
     Returns:
@@ -39,10 +43,13 @@ def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor,
     """
     if not ks or not temperatures:
         raise ValueError("ks and temperatures must each hold at least one value")
+    loo = val_features is None
+    if loo:
+        val_features, val_labels = train_features, train_labels
     best = {}
     for k in ks:
-        scores = [knn_accuracy(train_features, train_labels, val_features, val_labels, k, t)
-                  for t in temperatures]
+        scores = [knn_accuracy(train_features, train_labels, val_features, val_labels, k, t,
+                               leave_one_out=loo) for t in temperatures]
         i = int(np.argmax(scores))  # first maximum
         best[k] = (float(temperatures[i]), scores[i])
     return best
@@ -75,9 +82,11 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
                  seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
     """kNN and linear-probe test accuracy, hyperparameters chosen on validation. Taught in 05.
 
-    Tuning fits on the training rows outside ``val_mask`` and scores the rows inside it
-    (``tune_knn``, ``tune_probe``); the final readers then use every training row with the
-    chosen values, and the test split is scored once.
+    The kNN's k and temperature are chosen by leave-one-out over all training digits
+    (``tune_knn`` with no validation split: the least noisy choice, and a kNN needs no fitting);
+    the probe's C by fitting on the training rows outside ``val_mask`` and scoring the rows
+    inside it (``tune_probe``). The final readers then use every training row with the chosen
+    values, and the test split is scored once.
 
     Args:
         train_features: (N, D); train_labels: (N,). val_mask: bool (N,), True = validation row.
@@ -87,8 +96,9 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
 
     Returns:
         (scores, chosen). scores: {"knn@k": test accuracy at each k, "knn": the kNN reader
-        chosen on validation (its k and temperature), "linear": ...}, in [0, 1]. chosen:
-        {"temperature@k": ..., "k": the k with the best validation accuracy, "C": ...}.
+        chosen by leave-one-out (its k and temperature), "linear": ...}, in [0, 1]. chosen:
+        {"temperature@k": ..., "k": the k with the best leave-one-out accuracy, "val_knn": that
+        accuracy, "C": ...}.
     """
     val_mask = torch.as_tensor(val_mask, dtype=torch.bool)
     if val_mask.shape != (len(train_features),) or val_mask.all() or not val_mask.any():
@@ -98,11 +108,12 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
              train_features[val_mask], train_labels[val_mask])
     final = (train_features, train_labels, test_features, test_labels)
     scores, chosen = {}, {}
-    knn_choice = tune_knn(*split, ks, temperatures)  # {k: (temperature, validation accuracy)}
+    knn_choice = tune_knn(train_features, train_labels, None, None, ks, temperatures)  # LOO
     for k, (temperature, _) in knn_choice.items():
         chosen[f"temperature@{k}"] = temperature
         scores[f"knn@{k}"] = knn_accuracy(*final, k=k, temperature=temperature)
     chosen["k"] = max(knn_choice, key=lambda k: knn_choice[k][1])  # first of ties: listed first
+    chosen["val_knn"] = knn_choice[chosen["k"]][1]
     scores["knn"] = scores[f"knn@{chosen['k']}"]
     if Cs is not None:
         chosen["C"], _ = tune_probe(*split, Cs, seed=seed)
@@ -116,9 +127,10 @@ def evaluation_table(model: nn.Module, train_images: Tensor, train_labels: Tenso
                      ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """SimCLR h and z against raw pixels and the same network untrained, read honestly.
 
-    Every source goes through ``tuned_scores``: k, the kNN temperature and the probe's C are
-    chosen on ``train.validation_split`` (50 training digits per class, fewer for tiny sets),
-    then the test split is scored once. What ``python -m simclr_teach evaluate`` prints.
+    Every source goes through ``tuned_scores``: k and the kNN temperature are chosen by
+    leave-one-out over the training digits, the probe's C on ``train.validation_split`` (50
+    training digits per class, fewer for tiny sets); then the test split is scored once.
+    What ``python -m simclr_teach evaluate`` prints.
 
     Args:
         model: a SimCLR model (forward returns (h, z)).
@@ -240,10 +252,11 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
     Both classifiers train with ``BatchAugment`` views whose strength is chosen on validation
     (with the first seed, per budget and method; other seeds reuse it) and stop at the step with
     the best validation accuracy; their BatchNorm statistics are recalibrated on ``BN_DIGITS``
-    clean training digits (no labels: fair to both). A budget larger than what lies outside the validation split (400 per
-    class) means "every training label": its step count is chosen as above, then the
-    classifier is retrained on all training digits for that many steps, as ``tuned_scores``
-    refits its readers. The test split is scored once per row, after every choice is made.
+    clean training digits (no labels: fair to both). A budget larger than what lies outside the
+    validation split (400 per class) means "every training label": its step count is chosen as
+    above, then the classifier is retrained on all training digits for that many steps, as
+    ``tuned_scores`` refits its readers. The test split is scored once per row, after every
+    choice is made.
 
     Args:
         model: a trained SimCLR model (``forward(x) -> (h, z)``, ``.encoder`` with ``out_dim``).

@@ -228,7 +228,8 @@ def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, mo
 
     def table(model, train_images, *args, **kwargs):
         seen["train"] = len(train_images)
-        return [{"features": "SimCLR h", "dim": 16, "knn@1": 0.5}], {"SimCLR h": {"k": 1}}
+        return ([{"features": "SimCLR h", "dim": 16, "knn@1": 0.5, "knn": 0.5}],
+                {"SimCLR h": {"temperature@1": 0.1, "k": 1, "val_knn": 0.5}})
 
     monkeypatch.setattr(protocol_module, "evaluation_table", table)
     assert main(["evaluate", str(tmp_path / "run" / "checkpoint.pt")]) == 0

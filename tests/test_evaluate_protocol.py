@@ -107,7 +107,7 @@ def test_tuned_scores_tunes_on_validation_and_scores_test_once():
     scores, chosen = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1, 5),
                                   temperatures=(0.1, 1.0), Cs=(0.01, 1.0))
     assert set(scores) == {"knn@1", "knn@5", "knn", "linear"}
-    best = tune_knn(train_f[~val], train_y[~val], train_f[val], train_y[val], (1, 5), (0.1, 1.0))
+    best = tune_knn(train_f, train_y, None, None, (1, 5), (0.1, 1.0))   # leave-one-out
     assert chosen["temperature@5"] == best[5][0]
     assert scores["knn@5"] == knn_accuracy(train_f, train_y, test_f, test_y, 5, best[5][0])
     assert chosen["C"] == tune_probe(train_f[~val], train_y[~val], train_f[val], train_y[val],
@@ -125,8 +125,9 @@ def test_tuned_scores_names_the_k_chosen_on_validation():
     val = torch.zeros(len(train_y), dtype=torch.bool)
     val[::4] = True
     scores, chosen = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1, 15), Cs=None)
-    best = tune_knn(train_f[~val], train_y[~val], train_f[val], train_y[val], (1, 15))
+    best = tune_knn(train_f, train_y, None, None, (1, 15))
     assert chosen["k"] == max(best, key=lambda k: best[k][1])
+    assert chosen["val_knn"] == best[chosen["k"]][1]
     assert scores["knn"] == scores[f"knn@{chosen['k']}"]
 
 
@@ -164,3 +165,11 @@ def test_evaluation_table_reads_every_source_through_the_protocol():
     assert all(name in text for name in names) and "knn@5" in text and "linear" in text
     assert f"{100 * rows[2]['knn@1']:.1f}" in text
     assert "-" in format_table([{"features": "x", "dim": 2, "knn@1": 0.5, "linear": None}])
+
+
+def test_tune_knn_leave_one_out_scores_every_training_point_against_the_others():
+    train_f, train_y = clusters(15, noise=0.9, seed=3)
+    best = tune_knn(train_f, train_y, None, None, ks=(1, 7), temperatures=(0.05, 1.0))
+    for k, (temperature, accuracy) in best.items():
+        assert accuracy == knn_accuracy(train_f, train_y, train_f, train_y, k, temperature,
+                                        leave_one_out=True)

@@ -20,13 +20,13 @@ def dry_run(*args: str) -> str:
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_lab_allows_root_only_as_root():
     # JupyterLab exits 1 as root ("Running as root is not recommended") unless --allow-root
-    line = next(l for l in dry_run("lab").splitlines() if "jupyter lab" in l)
+    line = next(x for x in dry_run("lab").splitlines() if "jupyter lab" in x)
     assert ("--allow-root" in line) == (os.getuid() == 0)
     assert line.rstrip().endswith("notebooks/")
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_lab_passes_server_options():
-    line = next(l for l in dry_run("lab", "LAB_ARGS=--no-browser --port=9").splitlines()
-                if "jupyter lab" in l)
+    line = next(x for x in dry_run("lab", "LAB_ARGS=--no-browser --port=9").splitlines()
+                if "jupyter lab" in x)
     assert "--no-browser --port=9" in line
