@@ -76,7 +76,7 @@ def test_neighbours_state_errors(setting):
     mismatched = {**setting["spaces"], "short": (torch.randn(6, 2), torch.randn(19, 2))}
     with pytest.raises(ValueError, match="same queries and bank"):
         neighbours_state(0, mismatched)
-    with pytest.raises(ValueError, match="k must be"):
+    with pytest.raises(ValueError, match=r"k \(neighbours\) must be"):
         neighbours_state(0, setting["spaces"], k=0)
 
 
