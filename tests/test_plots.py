@@ -178,4 +178,4 @@ def test_frontier_joins_the_pareto_front():
     check(fig, 1)
     front = fig.axes[0].lines[0]
     assert list(front.get_xdata()) == [10, 30]             # b is slower and worse than a
-    assert [t.get_text() for t in fig.axes[0].texts] == ["a", "b", "c"]
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0", "1", "2"]   # row numbers
