@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import platform
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
@@ -26,7 +25,7 @@ import torch
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
 from simclr_teach.checkpoint import atomic_write_text
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
-from simclr_teach.utils import locked
+from simclr_teach.utils import locked, run_note
 
 # The lab's run: the course's model at half width, 8 epochs (~8 s on 2 idle cores). Every field
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
@@ -258,12 +257,9 @@ def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = 
             print(f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} N={config.batch_size} "
                   f"{row['label']}: LOO kNN {row['loo_knn']:.1%}", flush=True)
     command = command or f"python -m simclr_teach sweep --grid {' '.join(grids)} --out {out}"
-    note = {"command": command, "base": asdict(base), "runs": len(rows),
-            "training minutes (sum over runs)": round(sum(r["train_seconds"] for r in rows) / 60, 1),
-            "minutes of this call (cached runs are not trained again)":
-                round((time.perf_counter() - start) / 60, 1),
-            "machine": f"{platform.processor() or platform.machine()}, "
-                       f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
-    atomic_write_text(out.with_suffix(".txt"), "\n".join(f"{k}: {v}" for k, v in note.items()) + "\n")
+    facts = {"base": asdict(base), "runs": len(rows),
+             "training minutes (sum over runs)": round(sum(r["train_seconds"] for r in rows) / 60, 1),
+             "minutes of this call (cached runs are not trained again)":
+                 round((time.perf_counter() - start) / 60, 1)}
+    atomic_write_text(out.with_suffix(".txt"), run_note(command, **facts))
     return rows
