@@ -258,7 +258,8 @@ def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = 
                   f"{row['label']}: LOO kNN {row['loo_knn']:.1%}", flush=True)
     command = command or f"python -m simclr_teach sweep --grid {' '.join(grids)} --out {out}"
     facts = {"base": asdict(base), "runs": len(rows),
-             "training minutes (sum over runs)": round(sum(r["train_seconds"] for r in rows) / 60, 1),
+             "training minutes (sum over runs)":
+                 round(sum(r["train_seconds"] for r in rows) / 60, 1),
              "minutes of this call (cached runs are not trained again)":
                  round((time.perf_counter() - start) / 60, 1)}
     atomic_write_text(out.with_suffix(".txt"), run_note(command, **facts))
