@@ -8,12 +8,14 @@ mid-write never leaves a half-written checkpoint: the reader sees the old file o
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import torch
@@ -74,6 +76,20 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically (see ``atomic_write``)."""
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]],
+                     columns: Sequence[str], digits: int | None = None) -> Path:
+    """Rows (dicts; keys outside ``columns`` ignored) to a CSV file atomically; floats rounded
+    to ``digits`` decimals if given. The committed result tables are written this way."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: round(v, digits) if digits is not None and isinstance(v, float) else v
+                         for k, v in row.items()})
+    return atomic_write_text(path, buffer.getvalue())
 
 
 def save_checkpoint(

@@ -203,9 +203,10 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
-    from simclr_teach.checkpoint import atomic_write_text, load_checkpoint, load_model
+    from simclr_teach.checkpoint import (atomic_write_csv, atomic_write_text, load_checkpoint,
+                                         load_model)
     from simclr_teach.data import load_mnist
-    from simclr_teach.protocol import few_label_study, write_rows
+    from simclr_teach.protocol import FEW_LABEL_COLUMNS, few_label_study
     from simclr_teach.train import TrainConfig, load_or_train
     from simclr_teach.utils import run_note
 
@@ -220,7 +221,7 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
 
     def report(row: dict) -> None:
         rows.append(row)
-        write_rows(rows, args.out)
+        atomic_write_csv(args.out, rows, FEW_LABEL_COLUMNS, digits=4)
         print(f"{row['per_class']:4d} per class, seed {row['seed']}: {row['method']:18s} "
               f"test {row['test_accuracy']:.1%} ({row['choice']})", flush=True)
 

@@ -139,8 +139,7 @@ def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_lab
     n = min(batch_size, len(images))
     amp = autocast_dtype(device)
     last = steps if stop_at is None else stop_at
-    best = Fit(classifier, 0, -1.0)
-    state = None
+    best_step, best_accuracy, curve, state = 0, -1.0, [], None
     classifier.train()
     for step in range(1, last + 1):
         for group in optimizer.param_groups:
@@ -155,10 +154,10 @@ def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_lab
         if step == last or (stop_at is None and step % eval_every == 0):
             recalibrate_batchnorm(classifier, images if bn_images is None else bn_images)
             accuracy = classifier_accuracy(classifier, val_images, val_labels)
-            best.curve.append((step, accuracy))
-            if accuracy > best.val_accuracy:
-                best.best_step, best.val_accuracy = step, accuracy
+            curve.append((step, accuracy))
+            if accuracy > best_accuracy:                           # the earliest of ties
+                best_step, best_accuracy = step, accuracy
                 state = copy.deepcopy(classifier.state_dict())
             classifier.train()
     classifier.load_state_dict(state)
-    return Fit(classifier.eval(), best.best_step, best.val_accuracy, best.curve)
+    return Fit(classifier.eval(), best_step, best_accuracy, curve)

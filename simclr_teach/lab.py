@@ -11,8 +11,6 @@ Taught in 06_temperature_augmentation_lab; ``widgets.training_lab`` is its inter
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,7 +21,7 @@ from typing import Any
 import torch
 
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
-from simclr_teach.checkpoint import atomic_write_text
+from simclr_teach.checkpoint import atomic_write_csv, atomic_write_text
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
 from simclr_teach.utils import locked, run_note
 
@@ -222,15 +220,6 @@ def sweep_configs(grid: str, base: TrainConfig = LAB_BASE) -> list[TrainConfig]:
 GRIDS = ("temperature-batch", "ablation", "shortcut", "seeds")
 
 
-def write_csv(rows: Iterable[Mapping[str, Any]], path: str | Path) -> Path:
-    """Rows (dicts with the keys of COLUMNS) to a CSV file, atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return atomic_write_text(path, buffer.getvalue())
-
-
 def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = None,
           base: TrainConfig = LAB_BASE, progress: bool = True, command: str = "") -> list[dict]:
     """Run the named grids, one lab run after another, writing ``out`` (CSV) after each run.
@@ -252,7 +241,7 @@ def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = 
     for i, (grid, config) in enumerate(configs, 1):
         row = lab_run(config, cache_dir, progress=progress, grid=grid)
         rows.append(row)
-        write_csv(rows, out)
+        atomic_write_csv(out, rows, COLUMNS)
         if progress:
             print(f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} N={config.batch_size} "
                   f"{row['label']}: LOO kNN {row['loo_knn']:.1%}", flush=True)

@@ -10,8 +10,7 @@ and fine-tuning (``finetune``) on them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -344,20 +343,3 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
                      "test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
                      "seconds": time.perf_counter() - start})
     return rows
-
-
-def write_rows(rows: Sequence[Mapping[str, Any]], path: str | Path,
-               columns: Sequence[str] = FEW_LABEL_COLUMNS) -> Path:
-    """Rows to a CSV file, atomically (floats rounded to 4 decimals)."""
-    import csv
-    import io
-
-    from simclr_teach.checkpoint import atomic_write_text
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-                     for row in rows)
-    return atomic_write_text(path, buffer.getvalue())

@@ -58,3 +58,11 @@ def test_read_only_run_folder(tmp_path):
 
 def test_new_run_folder_is_created(tmp_path):
     assert check_run_folder(tmp_path / "a" / "b").is_dir()
+
+
+def test_atomic_write_csv_keeps_the_columns_and_rounds(tmp_path):
+    from simclr_teach.checkpoint import atomic_write_csv
+
+    path = atomic_write_csv(tmp_path / "t.csv", [{"a": 0.123456, "b": "x", "extra": 1}],
+                            ["a", "b"], digits=3)
+    assert path.read_text() == "a,b\n0.123,x\n"
