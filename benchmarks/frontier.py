@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt
 from benchmarks.common import add_table, new_result, other_load
 from simclr_teach import plots
 from simclr_teach.augment import AugmentParams
+from simclr_teach.checkpoint import atomic_write_csv
 
 # Every field spelled out: the recipes stay what they were when TrainConfig's defaults move.
 # This is the course's default run before the frontier (2026-11-28).
@@ -125,10 +126,7 @@ def run(quick: bool = False, out_dir: str | Path | None = None,
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        with (out_dir / "frontier.csv").open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+        atomic_write_csv(out_dir / "frontier.csv", rows, COLUMNS)
         fig = plots.frontier(rows)
         fig.savefig(out_dir / "frontier.png")
         plt.close(fig)
