@@ -14,5 +14,7 @@ BENCHMARKS = {
     "time_to_accuracy": "benchmarks.time_to_accuracy",
     "suite": "benchmarks.suite_time",
     "frontier": "benchmarks.frontier",
+    "busy_cpu": "benchmarks.busy_cpu",
+    "peer": "benchmarks.peer_lightly",
 }
-DEFAULT = ["augment", "loss", "train", "time_to_accuracy"]
+DEFAULT = ["augment", "loss", "train", "time_to_accuracy", "busy_cpu", "peer"]

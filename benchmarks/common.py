@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,37 +70,6 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
             f"torch {info['torch']} ({info['torch_threads']} threads), Python {info['python']}, "
             f"load average {info['load_average_1min']} at start, {info['date']}")
-
-
-def _busy_cpu_seconds() -> float | None:
-    """CPU seconds all processes spent busy since boot (/proc/stat), or None off Linux."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    ticks = [int(v) for v in fields]
-    idle = ticks[3] + ticks[4]                      # idle + iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-@contextmanager
-def other_load() -> Iterator[dict[str, float | None]]:
-    """Measure how busy *other* processes kept the CPU during the block.
-
-    Yields a dict filled at exit: ``other_cores`` = (CPU seconds of every process - this
-    process's) / wall seconds, i.e. how many cores something else used on average (0 on an idle
-    machine; 1 = one core kept busy). None where /proc/stat is missing.
-    """
-    out: dict[str, float | None] = {"other_cores": None}
-    busy, own, start = _busy_cpu_seconds(), time.process_time(), time.perf_counter()
-    try:
-        yield out
-    finally:
-        after = _busy_cpu_seconds()
-        wall = time.perf_counter() - start
-        if busy is not None and after is not None and wall > 0:
-            other = (after - busy) - (time.process_time() - own)
-            out["other_cores"] = round(max(0.0, other) / wall, 2)
 
 
 @contextmanager
@@ -205,7 +175,7 @@ def save(result: Mapping[str, Any], out_dir: str | Path = RESULTS) -> Path:
     return path
 
 
-ORDER = ["augment", "loss", "train", "time_to_accuracy", "frontier", "suite"]  # order of the summary
+ORDER = ["augment", "loss", "train", "time_to_accuracy", "frontier", "peer", "busy_cpu", "suite"]  # order of the summary
 
 
 def write_summary(out_dir: str | Path = RESULTS) -> Path:

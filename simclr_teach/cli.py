@@ -238,8 +238,11 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; the exit status: 2 for a bad flag, 1 for a one-line error, 130 after Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
+    from simclr_teach.utils import use_free_cores
+
     args = _parser().parse_args(argv)
     try:
+        use_free_cores()  # once, before any work: every command shares a busy CPU gracefully
         if args.command == "sweep":
             return _sweep(args, argv)
         if args.command == "few-labels":

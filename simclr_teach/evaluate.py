@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from simclr_teach.model import preprocess
-from simclr_teach.utils import pick_device
+from simclr_teach.utils import pick_device, sklearn_threads
 
 
 def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 256,
@@ -193,8 +193,9 @@ def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Te
     _check_features(torch.as_tensor(test_features), torch.as_tensor(test_labels), "test")
     classifier = LogisticRegression(C=C, max_iter=max_iter, random_state=seed)
     probe = make_pipeline(StandardScaler(), classifier)  # scaler is fit on train only
-    probe.fit(_numpy(train_features), _numpy(train_labels))
-    return float(probe.score(_numpy(test_features), _numpy(test_labels)))
+    with sklearn_threads():
+        probe.fit(_numpy(train_features), _numpy(train_labels))
+        return float(probe.score(_numpy(test_features), _numpy(test_labels)))
 
 
 def tsne(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
@@ -214,9 +215,10 @@ def tsne(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarra
     if x.ndim != 2 or perplexity >= len(x):
         raise ValueError(f"need (N, D) features with N > perplexity={perplexity}, got {x.shape}; "
                          "pass more points or a smaller perplexity")
-    if x.shape[1] > 50 and len(x) > 50:
-        x = PCA(n_components=50, random_state=seed).fit_transform(x)  # (N, 50)
-    return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    with sklearn_threads():
+        if x.shape[1] > 50 and len(x) > 50:
+            x = PCA(n_components=50, random_state=seed).fit_transform(x)  # (N, 50)
+        return TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
 def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:

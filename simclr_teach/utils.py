@@ -1,4 +1,4 @@
-"""Seeding and device choice, the two things every notebook does first; and a file lock."""
+"""Seeding, threads and device choice, the things every notebook does first; and a file lock."""
 
 from __future__ import annotations
 
@@ -16,8 +16,16 @@ import torch
 MAX_SEED = 2**32 - 1  # NumPy's limit, the smallest of Python's, NumPy's and torch's
 
 
+THREADS_ENV = "SIMCLR_TEACH_THREADS"  # pins the thread count (e.g. 2), or "auto" (the default)
+_threads_chosen: int | None = None     # set by use_free_cores: the choice is made once a process
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch so a run repeats exactly. Used at the top of every notebook.
+
+    The first call in a process also chooses the CPU thread count (``use_free_cores``): a run
+    repeats bit for bit only at the same thread count, so it is chosen here, once, before any
+    work.
 
     Args:
         seed: any non-negative integer.
@@ -30,7 +38,97 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
     os.environ["PYTHONHASHSEED"] = str(seed)
+    if _threads_chosen is None:
+        use_free_cores()
     return torch.Generator().manual_seed(seed)
+
+
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds every process on this machine has run since boot (/proc/stat), or None."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    except (OSError, ValueError):
+        return None  # not Linux
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def other_load() -> Iterator[dict[str, float | None]]:
+    """Measure how busy *other* processes kept the CPU during the block.
+
+    Yields a dict filled at exit: ``other_cores`` = (CPU seconds of every process - this
+    process's) / wall seconds, i.e. how many cores something else used on average (0 on an idle
+    machine; 1 = one core kept busy). None where /proc/stat is missing.
+    """
+    out: dict[str, float | None] = {"other_cores": None}
+    busy, own, start = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+    try:
+        yield out
+    finally:
+        after = busy_cpu_seconds()
+        wall = time.perf_counter() - start
+        if busy is not None and after is not None and wall > 0:
+            other = (after - busy) - (time.process_time() - own)
+            out["other_cores"] = round(max(0.0, other) / wall, 2)
+
+
+def cores_busy_elsewhere(window: float = 0.3) -> float | None:
+    """How many cores other processes keep busy, measured over ``window`` seconds (None off
+    Linux): 0 on an idle machine, about 1.0 with one other program spinning on a core."""
+    with other_load() as load:
+        time.sleep(window)
+    return load["other_cores"]
+
+
+def use_free_cores(threads: int | None = None) -> int:
+    """Set torch's CPU thread count to the cores that are free now; return it. Called once.
+
+    PyTorch starts one thread per core. Each operation is split among them and waits for the
+    slowest, so when another program keeps one of 2 cores busy, 2 threads run 3x slower than on
+    an idle machine and 1 thread only ~1.7x (benchmarks/busy_cpu.py). So: cores this process may
+    use, minus the cores other processes kept busy over 0.3 s (rounded), at least 1. scikit-learn
+    (probes, t-SNE) follows through ``sklearn_threads``.
+
+    Precedence: ``threads`` if given; else $SIMCLR_TEACH_THREADS if it is a number (pin it to
+    repeat a run bit for bit on a busy machine); else $OMP_NUM_THREADS if set (torchrun and
+    the user's own choice are kept); else the free cores.
+
+    Raises:
+        ValueError for a $SIMCLR_TEACH_THREADS that is neither "auto" nor a positive integer.
+    """
+    global _threads_chosen
+    pinned = os.environ.get(THREADS_ENV, "auto").strip()
+    if threads is None and pinned != "auto":
+        if not pinned.isdigit() or int(pinned) < 1:
+            raise ValueError(f"{THREADS_ENV}={pinned!r} is not a thread count; set it to a "
+                             "positive integer such as 2, or to 'auto' (use the free cores)")
+        threads = int(pinned)
+    if threads is None and os.environ.get("OMP_NUM_THREADS"):
+        threads = torch.get_num_threads()  # set by the launcher or the user: keep it
+    if threads is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+        busy = cores_busy_elsewhere()
+        threads = max(1, cores - round(busy)) if busy is not None else cores
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1, got {threads}")
+    torch.set_num_threads(threads)
+    _threads_chosen = threads
+    return threads
+
+
+@contextmanager
+def sklearn_threads() -> Iterator[None]:
+    """scikit-learn's OpenMP and BLAS pools limited to torch's thread count in the block.
+
+    One thread count for the whole process (``use_free_cores``): the probes and t-SNE also slow
+    down several-fold when they spread over a core another program is using.
+    """
+    from threadpoolctl import threadpool_limits  # a scikit-learn dependency
+
+    with threadpool_limits(limits=torch.get_num_threads()):
+        yield
 
 
 def check_seed(seed: int, name: str = "seed") -> int:

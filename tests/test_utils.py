@@ -1,5 +1,8 @@
 """The shared helpers: device names, seeds and the file lock."""
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -72,3 +75,80 @@ def test_waiting_lock_waits_for_the_holder(tmp_path):
         order.append("first")
     thread.join(5)
     assert order == ["first", "second"]
+
+
+# ---- threads: chosen once from the free cores (use_free_cores) ----------------------------------
+
+@pytest.fixture
+def restore_threads(monkeypatch):
+    """Each test starts with no choice made and leaves torch's thread count as it found it."""
+    import simclr_teach.utils as utils
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(utils, "_threads_chosen", None)
+    monkeypatch.delenv(utils.THREADS_ENV, raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    yield utils
+    torch.set_num_threads(before)
+
+
+def test_one_busy_core_leaves_one_thread_fewer(restore_threads, monkeypatch):
+    utils = restore_threads
+    cores = len(os.sched_getaffinity(0))
+    for busy, expected in [(0.0, cores), (0.4, cores), (1.0, max(1, cores - 1)),
+                           (cores + 3.0, 1)]:
+        monkeypatch.setattr(utils, "cores_busy_elsewhere", lambda busy=busy: busy)
+        assert utils.use_free_cores() == expected == torch.get_num_threads()
+
+
+def test_threads_are_chosen_once_per_process(restore_threads, monkeypatch):
+    utils = restore_threads
+    calls = []
+    monkeypatch.setattr(utils, "cores_busy_elsewhere", lambda: calls.append(1) or 0.0)
+    seed_everything(0)
+    seed_everything(1)
+    assert len(calls) == 1  # the second seed keeps the count: a run stays repeatable
+
+
+def test_pinned_threads_win(restore_threads, monkeypatch):
+    utils = restore_threads
+    monkeypatch.setattr(utils, "cores_busy_elsewhere", lambda: pytest.fail("must not measure"))
+    monkeypatch.setenv(utils.THREADS_ENV, "1")
+    assert utils.use_free_cores() == 1 == torch.get_num_threads()
+    monkeypatch.delenv(utils.THREADS_ENV)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # torchrun's, or the user's: kept as torch has it
+    assert utils.use_free_cores() == torch.get_num_threads()
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_bad_thread_pin_is_a_clear_error(restore_threads, monkeypatch, value):
+    monkeypatch.setenv(restore_threads.THREADS_ENV, value)
+    with pytest.raises(ValueError, match="SIMCLR_TEACH_THREADS=.* is not a thread count; set it"):
+        restore_threads.use_free_cores()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_a_spinning_process_is_seen_as_a_busy_core():
+    from simclr_teach.utils import cores_busy_elsewhere
+
+    idle = cores_busy_elsewhere(0.5)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # let it start
+        busy = cores_busy_elsewhere(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy - idle > 0.6, (idle, busy)  # one core more, whatever else this machine runs
+
+
+def test_sklearn_follows_torch_threads(restore_threads):
+    from threadpoolctl import threadpool_info
+
+    from simclr_teach.utils import sklearn_threads
+    import sklearn.manifold  # noqa: F401  loads scikit-learn's OpenMP runtime
+
+    restore_threads.use_free_cores(1)
+    with sklearn_threads():
+        pools = [pool for pool in threadpool_info() if pool["user_api"] == "openmp"]
+        assert pools and all(pool["num_threads"] == 1 for pool in pools)
