@@ -15,7 +15,8 @@ scored the same way while it trains: leave-one-out weighted kNN (k = 5) of its r
 over the 4,000 training digits (never the test split), taken outside the training clock. The
 peer trains for a budget of training seconds (as many epochs as fit); the course's run is
 `TrainConfig()` as is. At the end each is scored once on the 1,000 test digits, with k and the
-kNN temperature chosen by leave-one-out (`protocol.tune_knn`).
+kNN temperature chosen by leave-one-out, and by a linear probe with C chosen on the validation
+split (`protocol.tuned_scores`, as notebook 05).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ from simclr_teach import plots
 from simclr_teach.data import MNISTData, load_mnist
 from simclr_teach.evaluate import embed, knn_accuracy, pixel_features
 from simclr_teach.model import ConvEncoder
-from simclr_teach.protocol import tune_knn
-from simclr_teach.train import History, TrainConfig, build_model, train_simclr
+from simclr_teach.protocol import tuned_scores
+from simclr_teach.train import (History, TrainConfig, build_model, train_simclr,
+                                validation_split)
 from simclr_teach.utils import seed_everything
 
 NAME = "peer"
@@ -48,12 +50,12 @@ def loo_knn(h: Tensor, labels: Tensor) -> float:
     return knn_accuracy(h, labels, h, labels, k=K, leave_one_out=True)
 
 
-def test_knn(h_train: Tensor, y_train: Tensor, h_test: Tensor, y_test: Tensor) -> dict[str, Any]:
-    """Test accuracy with k and temperature chosen by leave-one-out over the training digits."""
-    tuned = tune_knn(h_train, y_train, None, None)
-    k = max(tuned, key=lambda k: tuned[k][1])  # first best k
-    accuracy = knn_accuracy(h_train, y_train, h_test, y_test, k=k, temperature=tuned[k][0])
-    return {"k": k, "temperature": tuned[k][0], "test_accuracy": accuracy}
+def test_scores(h_train: Tensor, y_train: Tensor, h_test: Tensor, y_test: Tensor) -> dict[str, Any]:
+    """Test kNN (k and temperature by leave-one-out) and linear probe (C on the validation
+    split) of h: ``protocol.tuned_scores``, the readers of notebook 05."""
+    scores, chosen = tuned_scores(h_train, y_train, validation_split(y_train), h_test, y_test)
+    return {"k": chosen["k"], "temperature": chosen[f"temperature@{chosen['k']}"],
+            "test_accuracy": scores["knn"], "probe_accuracy": scores["linear"], "C": chosen["C"]}
 
 
 def as_peer_input(images: Tensor) -> Tensor:
@@ -138,7 +140,7 @@ def train_peer(data: MNISTData, backbone: str, budget_seconds: float,
         losses.append(total / len(loader))
         seconds.append(clock)
         accuracy.append(loo_knn(peer_features(f, data.train_images), y))  # outside the clock
-    final = test_knn(peer_features(f, data.train_images), y,
+    final = test_scores(peer_features(f, data.train_images), y,
                      peer_features(f, data.test_images), data.test_labels)
     return {"seconds": seconds, "loo_knn": accuracy, "loss": losses, "epochs": len(losses),
             **final}
@@ -160,7 +162,7 @@ def train_course(data: MNISTData, epochs: int | None = None) -> dict[str, Any]:
 
     history = train_simclr(model, data.train_images, config, progress=False,
                            on_epoch_end=on_epoch_end)
-    final = test_knn(embed(model, data.train_images), y, embed(model, data.test_images),
+    final = test_scores(embed(model, data.train_images), y, embed(model, data.test_images),
                      data.test_labels)
     return {"seconds": seconds, "loo_knn": accuracy, "loss": history.loss,
             "epochs": config.epochs, **final}
@@ -211,13 +213,14 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     rows = [[name, c["epochs"], f"{c['seconds'][-1]:.0f}", f"{100 * max(c['loo_knn']):.2f}",
              f"{100 * accuracy_at(c, equal):.2f}",
              "-" if time_to(c, peer_best) is None else f"{time_to(c, peer_best):.0f}",
-             f"{100 * c['test_accuracy']:.1f} (k {c['k']}, t {c['temperature']})"]
+             f"{100 * c['test_accuracy']:.1f} (k {c['k']}, t {c['temperature']})",
+             f"{100 * c['probe_accuracy']:.1f} (C {c['C']})"]
             for name, c in curves.items()]
     add_table(result, "Leave-one-out kNN (k = 5) of h over the 4,000 training digits while "
-                      "training; test kNN once at the end (k, temperature chosen by "
-                      "leave-one-out)",
+                      "training; the 1,000 test digits once at the end: kNN (k, temperature "
+                      "chosen by leave-one-out) and linear probe (C chosen on validation)",
               ["recipe", "epochs", "training s", "best LOO kNN %",
-               f"LOO kNN % at {equal:.0f} s", f"s to {100 * peer_best:.2f}%", "test kNN %"],
+               f"LOO kNN % at {equal:.0f} s", f"s to {100 * peer_best:.2f}%", "test kNN %", "test linear probe %"],
               rows)
     result["notes"] += [
         f"Raw pixels: {100 * pixels:.2f}% leave-one-out kNN (k = 5).",

@@ -2,6 +2,7 @@
 
 Every function takes data and returns a matplotlib ``Figure`` (small, for notebooks and PNGs);
 none calls ``plt.show()``. Pass ``ax=`` where offered to draw into a figure of your own.
+``use_style()`` (called once by every notebook) sets the one style of the course.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
@@ -20,6 +22,27 @@ from torch import Tensor
 # Okabe & Ito's colour-blind-safe palette: blue, vermillion, bluish green, orange, sky blue,
 # reddish purple, yellow, black
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#F0E442", "#000000"]
+GREY = "#7f7f7f"   # reference lines: chance, raw pixels, a random encoder
+SMALL = 8          # the smallest font in a figure (tick labels of dense panels, cell counts)
+
+# The course's one style: 100 dpi inline figures (read on the web, so PNGs stay small but
+# sharp), fonts readable at that size, the palette above as the colour cycle, no top/right
+# frame, and digits drawn pixel by pixel.
+STYLE = {
+    "figure.dpi": 100, "savefig.dpi": 100,
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.titlesize": 12,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9,
+    "legend.title_fontsize": 9, "legend.framealpha": 0.85,
+    "axes.prop_cycle": cycler(color=PALETTE),
+    "axes.spines.top": False, "axes.spines.right": False,
+    "grid.alpha": 0.3, "lines.markersize": 5,
+    "image.interpolation": "nearest",
+}
+
+
+def use_style() -> None:
+    """Apply ``STYLE`` to matplotlib for this process (every notebook calls it once)."""
+    plt.rcParams.update(STYLE)
 
 ArrayLike = Tensor | np.ndarray
 
@@ -96,7 +119,8 @@ def _field(history: object, name: str) -> list:
     return list(values)
 
 
-def training_curves(history: object, knn_reference: Mapping[str, float] | None = None) -> Figure:
+def training_curves(history: object, knn_reference: Mapping[str, float] | None = None,
+                    top1_chance: float | None = None) -> Figure:
     """Four panels against epoch: loss (log scale), contrastive top-1, kNN monitor, learning rate.
 
     Args:
@@ -104,6 +128,7 @@ def training_curves(history: object, knn_reference: Mapping[str, float] | None =
             (``knn`` may be empty or hold None for epochs without a kNN check).
         knn_reference: name -> accuracy drawn as a dashed line on the kNN panel (e.g. raw
             pixels on the same validation digits), so the monitor has something to beat.
+        top1_chance: the top-1 of guessing, 1 / (2N - 1), drawn on the top-1 panel.
     """
     epoch = _field(history, "epoch")
     if not epoch:
@@ -116,6 +141,9 @@ def training_curves(history: object, knn_reference: Mapping[str, float] | None =
     loss_ax.plot(epoch, _field(history, "loss"), marker=".", color=PALETTE[0])
     loss_ax.set(title="NT-Xent loss (log scale)", xlabel="epoch", yscale="log")
     top1_ax.plot(epoch, _field(history, "top1"), marker=".", color=PALETTE[0])
+    if top1_chance is not None:
+        top1_ax.axhline(top1_chance, color=GREY, linestyle="--", label="chance, 1 / (2N - 1)")
+        top1_ax.legend(loc="lower right")
     top1_ax.set(title="contrastive top-1", xlabel="epoch", ylim=(0, 1.02))
     checked = [(e, a) for e, a in zip(epoch, knn) if a is not None]
     if checked:
@@ -124,7 +152,7 @@ def training_curves(history: object, knn_reference: Mapping[str, float] | None =
         knn_ax.axhline(value, color=colour, linestyle="--", label=name)
     knn_ax.set(title="kNN monitor (validation)", xlabel="epoch")
     if checked or knn_reference:
-        knn_ax.legend(fontsize=8, loc="lower right")
+        knn_ax.legend(loc="lower right")
     lr_ax.plot(epoch, _field(history, "lr"), marker=".", color=PALETTE[0])
     lr_ax.set(title="learning rate", xlabel="epoch")
     for ax in (loss_ax, top1_ax, knn_ax, lr_ax):
@@ -226,7 +254,7 @@ def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]]
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(fontsize=8)
+        ax.legend()
     return fig
 
 
@@ -248,18 +276,33 @@ def frontier(rows: Sequence[Mapping], budget_seconds: float = 300) -> Figure:
     fig, ax = plt.subplots(figsize=(6.4, 4), layout="constrained")
     ax.scatter([p[0] for p in points], [p[1] for p in points], color=PALETTE[0], zorder=3)
     ax.plot(*zip(*front, strict=True), color=PALETTE[0], alpha=0.5, label="Pareto front")
-    placed: list[tuple[float, float]] = []
-    for seconds, accuracy, i in points:   # a label that would sit on an earlier one goes below
-        near = sum(abs(seconds - s) < 10 and abs(accuracy - a) < 0.05 for s, a in placed)
-        ax.annotate(str(i), (seconds, accuracy), fontsize=9, xytext=(5, 2 - 11 * near),
-                    textcoords="offset points")
-        placed.append((seconds, accuracy))
     ax.axvline(budget_seconds, color=PALETTE[1], linestyle="--", label="time budget")
     ax.set(xlabel="training seconds (2-core CPU)", ylabel="leave-one-out kNN, best of h/z (%)",
            title="Time-accuracy frontier (point i = row i of the table)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(loc="lower right")
+    _label_points(ax, [(seconds, accuracy, str(i)) for seconds, accuracy, i in points])
     return fig
+
+
+def _label_points(ax: Axes, points: Sequence[tuple[float, float, str]], gap: float = 13) -> None:
+    """Write each point's label beside it, in the first of eight places (offsets in points)
+    that keeps ``gap`` points away from every label already written and from every marker."""
+    ax.figure.canvas.draw()  # fixes the limits, so data -> screen is final
+    to_screen = ax.transData.transform
+    scale = ax.figure.dpi / 72  # screen pixels per typographic point
+    markers = [to_screen((x, y)) for x, y, _ in points]
+    taken: list[np.ndarray] = []
+    offsets = [(6, 3), (6, -11), (-14, 3), (-14, -11), (6, 13), (-14, 13), (6, -21), (-14, -21)]
+    for (x, y, text), anchor in zip(points, markers, strict=True):
+        for dx, dy in offsets:
+            centre = anchor + scale * np.array([dx + 3, dy + 4])  # middle of a 1-2 digit label
+            free = all(np.abs(centre - other).max() > scale * gap for other in taken) and all(
+                np.abs(centre - m).max() > scale * 6 for m in markers)
+            if free:
+                break
+        taken.append(centre)
+        ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=9)
 
 
 def confusion_matrix_plot(true: ArrayLike, pred: ArrayLike, title: str | None = None) -> Figure:
@@ -279,7 +322,7 @@ def confusion_matrix_plot(true: ArrayLike, pred: ArrayLike, title: str | None = 
     ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(counts):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=7,
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=SMALL,
                     color="white" if fractions[i, j] > 0.5 else "black")
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
            yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
@@ -306,7 +349,7 @@ def neighbour_gallery(query_images: ArrayLike,
         for s, (name, images) in enumerate(spaces.items()):
             row = axes[q * len(spaces) + s]
             _show(row[0], queries[q])
-            row[0].set_ylabel(name, fontsize=7, rotation=0, ha="right", va="center")
+            row[0].set_ylabel(name, fontsize=SMALL, rotation=0, ha="right", va="center")
             neighbours = _as_images(images[q])  # (k, 28, 28)
             for j, ax in enumerate(row[1:]):
                 if j < len(neighbours):
@@ -360,12 +403,12 @@ def view_similarity_histograms(results: Mapping[str, tuple[ArrayLike, ArrayLike]
                              sharey=True, squeeze=False, layout="constrained")
     edges = np.linspace(0, 1, bins + 1)  # cosine of non-negative pixels lies in [0, 1]
     for ax, (name, (same, different)) in zip(axes[0], results.items()):
-        ax.hist(np.asarray(different), edges, alpha=0.6, color="tab:gray", label="two digits")
-        ax.hist(np.asarray(same), edges, alpha=0.6, color="tab:blue", label="two views of one")
+        ax.hist(np.asarray(different), edges, alpha=0.6, color=GREY, label="two digits")
+        ax.hist(np.asarray(same), edges, alpha=0.6, color=PALETTE[0], label="two views of one")
         ax.set(title=name, xlabel="pixel cosine", xlim=(0, 1))
         ax.title.set_fontsize(9)
     axes[0, 0].set_ylabel("pairs")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
+    axes[0, 0].legend(fontsize=SMALL, loc="upper left")
     return fig
 
 
@@ -392,19 +435,20 @@ def candidate_softmax(similarity: ArrayLike, probabilities: ArrayLike, positive:
     fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 2.8), squeeze=False,
                              layout="constrained")
     order = np.argsort(-similarity, kind="stable")  # most similar first
-    colours = np.where(order == positive, "tab:orange", "tab:blue")
+    colours = np.where(order == positive, PALETTE[1], PALETTE[0])
     bars = axes[0, 0]
     bars.bar(np.arange(len(order)), probabilities[order], width=1.0, color=colours)
     rank = int(np.flatnonzero(order == positive)[0])
     bars.annotate(f"positive\np = {probabilities[positive]:.2f}", (rank, probabilities[positive]),
-                  xytext=(0.55, 0.8), textcoords="axes fraction", fontsize=8, color="tab:orange",
-                  arrowprops={"arrowstyle": "->", "color": "tab:orange"})
+                  xytext=(0.55, 0.8), textcoords="axes fraction", fontsize=9, color=PALETTE[1],
+                  arrowprops={"arrowstyle": "->", "color": PALETTE[1]})
     bars.set(xlabel="candidates, most similar first", ylabel="softmax probability",
              ylim=(0, max(probabilities.max() * 1.15, 1e-3)))
     if weights is not None:
         negatives = np.arange(len(similarity)) != positive
         scatter = axes[0, 1]
-        scatter.scatter(similarity[negatives], np.asarray(weights)[negatives], s=10)
+        scatter.scatter(similarity[negatives], np.asarray(weights)[negatives], s=10,
+                        color=PALETTE[0])
         scatter.set(xlabel="cosine similarity of the negative", ylabel="gradient weight p / tau")
     if title:
         fig.suptitle(title, fontsize=10)
@@ -412,7 +456,8 @@ def candidate_softmax(similarity: ArrayLike, probabilities: ArrayLike, positive:
 
 
 def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping],
-                highlight: str | None = None, title: str | None = None) -> Figure:
+                highlight: str | None = None, title: str | None = None,
+                noise: tuple[float, float] | None = None) -> Figure:
     """Lab results (06): leave-one-out kNN against temperature, and one bar per run.
 
     Args:
@@ -420,6 +465,8 @@ def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping]
         bar_rows: rows drawn as horizontal bars, labelled by what they change.
         highlight: the "key" of a run to ring in both panels (the lab's current settings).
         title: figure title.
+        noise: (mean, std) of one recipe over seeds, accuracies in [0, 1]: a grey band of
+            mean +- std in both panels, so a difference inside it reads as noise.
 
     An empty list leaves its panel out.
     """
@@ -432,8 +479,16 @@ def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping]
         left, right = (ax, None) if temperature_rows else (None, ax)
     if left is not None:
         _temperature_panel(left, temperature_rows, highlight)
+        if noise is not None:
+            left.axhspan(100 * (noise[0] - noise[1]), 100 * (noise[0] + noise[1]), color=GREY,
+                         alpha=0.2, label="seed noise (mean ± std)")
+            left.legend(title="batch size", loc="lower left")
     if right is not None:
         _bar_panel(right, bar_rows, highlight)
+        if noise is not None:
+            right.axvspan(100 * (noise[0] - noise[1]), 100 * (noise[0] + noise[1]), color=GREY,
+                          alpha=0.25, label="seed noise of the base run (mean ± std)")
+            right.legend(loc="lower right")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -446,17 +501,17 @@ def _temperature_panel(left: Axes, temperature_rows: Sequence[Mapping], highligh
         points = sorted((float(r["temperature"]), float(r["loo_knn"])) for r in temperature_rows
                         if int(r["batch_size"]) == n)
         taus, accs = zip(*points)
-        left.plot(taus, [100 * a for a in accs], "o-", color=plt.cm.viridis(i / max(1, len(sizes) - 1)),
+        left.plot(taus, [100 * a for a in accs], "o-", color=PALETTE[i % len(PALETTE)],
                   ms=4, label=f"N = {n}")
     for row in temperature_rows:
         if highlight is not None and row["key"] == highlight:
             left.plot(float(row["temperature"]), 100 * float(row["loo_knn"]), "o", ms=11,
-                      mfc="none", mec="crimson", mew=2)
+                      mfc="none", mec=PALETTE[1], mew=2)
     left.set_xscale("log")
     left.set_xlabel("temperature tau (log scale)")
     left.set_ylabel("leave-one-out kNN of h (%)")
     if sizes:
-        left.legend(fontsize=8, title="batch size", title_fontsize=8)
+        left.legend(title="batch size")
     left.grid(alpha=0.3)
 
 
@@ -464,12 +519,12 @@ def _bar_panel(right: Axes, bar_rows: Sequence[Mapping], highlight: str | None) 
     names = [f"{r['label']} (tau {float(r['temperature']):g}, N {int(r['batch_size'])})"
              for r in bar_rows]
     accs = [100 * float(r["loo_knn"]) for r in bar_rows]
-    colors = ["crimson" if highlight is not None and r["key"] == highlight else "tab:blue"
+    colors = [PALETTE[1] if highlight is not None and r["key"] == highlight else PALETTE[0]
               for r in bar_rows]
     right.barh(range(len(bar_rows)), accs, color=colors)
-    right.set_yticks(range(len(bar_rows)), names, fontsize=7)
+    right.set_yticks(range(len(bar_rows)), names, fontsize=SMALL)
     right.invert_yaxis()                     # first row on top
     for y, acc in enumerate(accs):
-        right.text(acc, y, f" {acc:.1f}", va="center", fontsize=7)
+        right.text(acc, y, f" {acc:.1f}", va="center", fontsize=SMALL)
     right.set_xlim(max(0.0, min(accs, default=0.0) - 10), 100)
     right.set_xlabel("leave-one-out kNN of h (%)")
