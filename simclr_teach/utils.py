@@ -44,13 +44,17 @@ def seed_everything(seed: int) -> torch.Generator:
 
 
 def busy_cpu_seconds() -> float | None:
-    """CPU seconds every process on this machine has run since boot (/proc/stat), or None."""
+    """CPU seconds every process on this machine has run since boot (/proc/stat), or None.
+
+    Time of processes at lower priority (``nice``) is left out: they give way to ours, so they
+    do not take a core from it.
+    """
     try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None  # not Linux
-    idle = ticks[3] + ticks[4]  # idle + iowait
-    return (sum(ticks) - idle) / os.sysconf("SC_CLK_TCK")
+    user, _nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    return (user + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

@@ -152,3 +152,17 @@ def test_sklearn_follows_torch_threads(restore_threads):
     with sklearn_threads():
         pools = [pool for pool in threadpool_info() if pool["user_api"] == "openmp"]
         assert pools and all(pool["num_threads"] == 1 for pool in pools)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_a_low_priority_process_leaves_its_core_free():
+    from simclr_teach.utils import cores_busy_elsewhere
+
+    spinner = subprocess.Popen(["nice", "-n", "19", sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        busy = cores_busy_elsewhere(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy < 0.5, busy  # it gives way to us: its core counts as free
