@@ -13,6 +13,7 @@ import time
 
 from benchmarks import BENCHMARKS, DEFAULT
 from benchmarks.common import RESULTS, describe_machine, machine_info, render, save
+from simclr_teach.plots import use_style
 from simclr_teach.utils import use_free_cores
 
 
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     use_free_cores()  # once, as a notebook does; the machine line below records the choice
+    use_style()       # figures in the course's one style
     print(f"# Benchmarks\n\nMachine: {describe_machine(machine_info())}.\n", flush=True)
     for name in args.only:
         module = importlib.import_module(BENCHMARKS[name])

@@ -170,12 +170,13 @@ def train_course(data: MNISTData, epochs: int | None = None) -> dict[str, Any]:
 
 def accuracy_at(curve: dict[str, Any], t: float) -> float:
     """The curve's accuracy at time t: its last point at or before t."""
-    return max(a for s, a in zip(curve["seconds"], curve["loo_knn"], strict=True) if s <= t)
+    return [a for s, a in zip(curve["seconds"], curve["loo_knn"], strict=True) if s <= t][-1]
 
 
 def time_to(curve: dict[str, Any], target: float) -> float | None:
-    """Training seconds until the curve first reaches ``target``, or None if it never does."""
-    return next((s for s, a in zip(curve["seconds"], curve["loo_knn"], strict=True)
+    """Training seconds until training first brings the curve to ``target`` (the random-init
+    point at 0 s does not count), or None if it never does."""
+    return next((s for s, a in zip(curve["seconds"][1:], curve["loo_knn"][1:], strict=True)
                  if a >= target), None)
 
 
@@ -194,56 +195,75 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
                          data.test_images[:200], data.test_labels[:200], data.name + "-quick")
         budget = 2.0
     curves = {
-        "course: TrainConfig()": train_course(data, epochs=2 if quick else None),
-        "lightly example (resnet18)": train_peer(data, "resnet18", budget),
+        COURSE: train_course(data, epochs=2 if quick else None),
+        PEER: train_peer(data, "resnet18", budget),
         "lightly recipe, course ConvEncoder": train_peer(data, "conv", budget),
     }
     pixels = loo_knn(pixel_features(data.train_images), data.train_labels)
-    ours, peer = curves["course: TrainConfig()"], curves["lightly example (resnet18)"]
+    result["data"] = {"curves": curves, "raw_pixels": pixels, "budget_seconds": budget}
+    summarise(result, out_dir)
+    return result
 
+
+COURSE, PEER = "course: TrainConfig()", "lightly example (resnet18)"
+
+
+def summarise(result: dict[str, Any], out_dir: str | Path = RESULTS) -> None:
+    """Targets, table, notes and peer.png from ``result["data"]`` (the measured curves)."""
+    curves, pixels = result["data"]["curves"], result["data"]["raw_pixels"]
+    budget = result["data"]["budget_seconds"]
+    ours, peer = curves[COURSE], curves[PEER]
     equal = min(ours["seconds"][-1], peer["seconds"][-1])
     ratio_at_equal = accuracy_at(ours, equal) / accuracy_at(peer, equal)
-    peer_best = max(peer["loo_knn"])
+    peer_best = max(peer["loo_knn"][1:])  # the best its training reached
     t_peer, t_ours = time_to(peer, peer_best), time_to(ours, peer_best)
     time_ratio = None if t_ours is None or not t_peer else t_ours / t_peer
+    result["targets"] = []
     add_target(result, f"course / lightly kNN accuracy at equal time ({equal:.0f} s)",
                ratio_at_equal, "> 1", ratio_at_equal > 1)
-    add_target(result, "course / lightly time to the peer's best accuracy", time_ratio, "< 1",
-               None if time_ratio is None else time_ratio < 1)
-    rows = [[name, c["epochs"], f"{c['seconds'][-1]:.0f}", f"{100 * max(c['loo_knn']):.2f}",
-             f"{100 * accuracy_at(c, equal):.2f}",
+    add_target(result, "course / lightly time to the peer's best trained accuracy", time_ratio,
+               "< 1", None if time_ratio is None else time_ratio < 1)
+    rows = [[name, c["epochs"], f"{c['seconds'][-1]:.0f}", f"{100 * c['loo_knn'][0]:.2f}",
+             f"{100 * max(c['loo_knn'][1:]):.2f}", f"{100 * accuracy_at(c, equal):.2f}",
              "-" if time_to(c, peer_best) is None else f"{time_to(c, peer_best):.0f}",
              f"{100 * c['test_accuracy']:.1f} (k {c['k']}, t {c['temperature']})",
              f"{100 * c['probe_accuracy']:.1f} (C {c['C']})"]
             for name, c in curves.items()]
+    result["tables"] = []
     add_table(result, "Leave-one-out kNN (k = 5) of h over the 4,000 training digits while "
                       "training; the 1,000 test digits once at the end: kNN (k, temperature "
                       "chosen by leave-one-out) and linear probe (C chosen on validation)",
-              ["recipe", "epochs", "training s", "best LOO kNN %",
-               f"LOO kNN % at {equal:.0f} s", f"s to {100 * peer_best:.2f}%", "test kNN %", "test linear probe %"],
-              rows)
-    result["notes"] += [
+              ["recipe", "epochs", "training s", "LOO kNN % at init", "best LOO kNN % trained",
+               f"LOO kNN % at {equal:.0f} s", f"s to {100 * peer_best:.2f}%", "test kNN %",
+               "test linear probe %"], rows)
+    result["notes"] = [
         f"Raw pixels: {100 * pixels:.2f}% leave-one-out kNN (k = 5).",
         "One seed each; the course's run varies by about 0.3 points between seeds "
-        "(frontier.csv). Training seconds exclude the kNN evaluations.",
+        "(frontier.csv). Training seconds exclude the kNN evaluations, which run after every "
+        "epoch of the peer and every 6th epoch of the course's run: a time to an accuracy is "
+        "the first check that reached it.",
         f"lightly's example trains {budget:.0f} s (as many whole epochs as fit); the course's "
         "run trains its default epochs. Figure: peer.png.",
     ]
-    result["data"] = {"curves": curves, "raw_pixels": pixels, "budget_seconds": budget}
+    if peer["loo_knn"][0] > peer_best:
+        result["notes"].append(
+            f"lightly's resnet18 scores {100 * peer['loo_knn'][0]:.2f}% at random init, above "
+            f"every point of its training ({100 * peer_best:.2f}% at best): in {budget:.0f} s "
+            "its recipe does not improve on random features of this architecture; the time "
+            "target uses its best trained point.")
 
     low = 100 * min(pixels, *(a for c in curves.values() for a in c["loo_knn"][1:])) - 3
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
     for color, (name, c) in zip(plots.PALETTE, curves.items(), strict=False):
         ax.plot(c["seconds"], [100 * a for a in c["loo_knn"]], marker="o", markersize=3,
                 color=color, label=name)
-    ax.axhline(100 * pixels, color="grey", linestyle="--", label="raw pixels")
+    ax.axhline(100 * pixels, color=plots.GREY, linestyle="--", label="raw pixels")
     ax.set(xlabel="training seconds (2-core CPU, evaluation excluded)",
            ylabel="leave-one-out kNN of h (%)", ylim=(low, 100),
-           title="SimCLR on 4,000 digits: the course's run against lightly's example")
+           title="The course's run against lightly's SimCLR example")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_dir / f"{NAME}.png", dpi=100)
     plt.close(fig)
-    return result
