@@ -21,9 +21,8 @@ from typing import Any
 import torch
 
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
-from simclr_teach.checkpoint import atomic_write_csv, atomic_write_text
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
-from simclr_teach.utils import locked, run_note
+from simclr_teach.utils import atomic_write_csv, atomic_write_text, locked, run_note
 
 # The lab's run: the course's model at half width, 8 epochs (~8 s on 2 idle cores). Every field
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the

@@ -133,6 +133,14 @@ def build_model(config: TrainConfig) -> nn.Module:
     return build_simclr(config.encoder, config.width, config.proj_hidden, config.proj_dim)
 
 
+def load_model(path: str | Path) -> nn.Module:
+    """The trained ``SimCLR`` module stored in a checkpoint, in eval mode, on the CPU."""
+    state = load_checkpoint(path)
+    model = build_model(TrainConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
     """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
     if step < warmup_steps:
@@ -379,8 +387,6 @@ def load_or_train(
             history = train_simclr(model, data.train_images, config, progress, monitor=check,
                                    checkpoint_path=path, on_epoch_end=on_epoch_end,
                                    data_name=data.name)
-    from simclr_teach.checkpoint import load_model
-
     return load_model(path), history
 
 
