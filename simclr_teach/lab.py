@@ -188,6 +188,30 @@ def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: 
     return row
 
 
+def lab_state(values: Mapping, cache_dir: str | Path, base: TrainConfig = LAB_BASE,
+              shown: int = 12) -> dict:
+    """What the lab shows for its controls: the run they describe and the stored results.
+
+    Args:
+        values: control values (see ``lab_config``); "train" and other non-config keys of
+            the widget are not passed here.
+        cache_dir: run cache; results are read from ``cache_dir/lab_results.json``.
+        base: the lab's base run (default ``LAB_BASE``). shown: bars for the newest runs.
+
+    Returns:
+        {"config", "key", "row" (this config's stored row or None), "rows" (all, oldest first),
+        "bars" (the newest ``shown``), "curve" (runs with every default transform on)}.
+    """
+    from simclr_teach.data import load_mnist
+
+    config = lab_config(values, base)
+    key = config.key(load_mnist(config.data, verbose=False).name)
+    rows = LabResults(Path(cache_dir) / RESULTS_FILE).rows()
+    curve = [r for r in rows if r["ablated"] == "-" and not r["shortcut_bits"] and r["strength"] == 1]
+    return {"config": config, "key": key, "row": next((r for r in rows if r["key"] == key), None),
+            "rows": rows, "bars": rows[-shown:], "curve": curve}
+
+
 # --- sweeps ------------------------------------------------------------------------------------
 
 TEMPERATURES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
