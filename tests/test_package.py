@@ -47,3 +47,27 @@ def test_no_import_cycles():
 
     cycles = [" -> ".join(c) for name in graph if (c := cycle_from(name, [name]))]
     assert not cycles, f"import cycles: {cycles}"
+
+
+def test_import_is_light_and_the_common_names_load_on_first_use():
+    code = """
+import sys
+import simclr_teach
+heavy = sorted(m for m in sys.modules if m.startswith(("simclr_teach.", "torch", "sklearn")))
+assert heavy == [], heavy
+from simclr_teach import load_model
+from simclr_teach.train import load_model as home
+assert load_model is home and "simclr_teach.train" in sys.modules
+assert "sklearn" not in sys.modules
+for name in simclr_teach.__all__:
+    getattr(simclr_teach, name)
+assert set(simclr_teach.__all__) <= set(dir(simclr_teach))
+try:
+    simclr_teach.no_such_name
+except AttributeError as error:
+    assert "no_such_name" in str(error)
+else:
+    raise AssertionError("an unknown name must raise AttributeError")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
