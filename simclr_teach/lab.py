@@ -1,9 +1,9 @@
 """The temperature and augmentation lab: short cached runs, their scores, and the sweeps.
 
-A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: ~10 s on a 2-core CPU) trained
+A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: seconds on a 2-core CPU) trained
 with ``load_or_train``, so a configuration trains once and is reused, scored by the
-leave-one-out weighted kNN accuracy of h over the training digits (never the test split). Scores go to
-``lab_results.json`` beside the run cache, written atomically, so they survive a kernel
+leave-one-out weighted kNN accuracy of h over the training digits (never the test split).
+Scores go to ``lab_results.json`` beside the run cache, written atomically, so they survive a kernel
 restart. ``sweep`` runs whole grids (temperature x batch size, the "all augmentations but one"
 ablation of Chen et al., 2020, Figure 5, and the random-bits shortcut) and writes a CSV.
 Taught in 06_temperature_augmentation_lab; ``widgets.training_lab`` is its interface.
@@ -24,7 +24,8 @@ from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
 from simclr_teach.utils import atomic_write_csv, atomic_write_text, locked, run_note
 
-# The lab's run: the course's model at half width, 8 epochs (~8 s on 2 idle cores). Every field
+# The lab's run: the course's model at half width and 8 epochs, so a student waits seconds for
+# a run (each row of notebooks/results/lab_sweep.csv records its train_seconds). Every field
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
 # embedded digits, so a run takes the same time whether or not full MNIST is on disk.
 LAB_BASE = TrainConfig(

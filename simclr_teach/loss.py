@@ -135,8 +135,8 @@ class _FusedNTXent(torch.autograd.Function):
 def nt_xent_fused(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """``nt_xent`` with the cross-entropy gradient written out: same values, less time and memory.
 
-    Autograd through ``nt_xent`` keeps several (2N, 2N) matrices; this keeps one and is about
-    2x faster from N ~ 2,000 pairs on a CPU (equal at the course's N = 32). It has no second
+    Autograd through ``nt_xent`` keeps several (2N, 2N) matrices; this keeps one, which pays
+    off for large N (benchmarks/loss_speed.py, benchmarks/results/summary.md). It has no second
     derivatives and does not work under ``torch.func``: use ``nt_xent`` for those.
 
     Args:

@@ -45,8 +45,8 @@ class TrainConfig:
     width: int = 32             # encoder size knob: h has 4 * width features
     proj_hidden: int = 128      # projection head hidden width
     proj_dim: int = 64          # size of z; the paper finds the size matters little
-    # epochs, batch_size, temperature and lr: the best recipe within 5 minutes of 2-core CPU on
-    # the time-accuracy frontier (benchmarks/frontier.py, notebook 04), chosen on training digits
+    # epochs, batch_size, temperature and lr: the recipe chosen on the time-accuracy frontier of a
+    # 2-core CPU, on training digits (benchmarks/frontier.py, benchmarks/results/summary.md, 04)
     epochs: int = 90            # passes over the training digits; kNN keeps improving long after
                                 # the loss flattens
     batch_size: int = 128       # N pairs per step: 2N - 2 = 254 negatives per anchor

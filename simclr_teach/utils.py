@@ -96,10 +96,10 @@ def use_free_cores(threads: int | None = None) -> int:
     """Set torch's CPU thread count to the cores that are free now; return it. Called once.
 
     PyTorch starts one thread per core. Each operation is split among them and waits for the
-    slowest, so when another program keeps one of 2 cores busy, 2 threads run 3x slower than on
-    an idle machine and 1 thread only ~1.7x (benchmarks/busy_cpu.py). So: cores this process may
-    use, minus the cores other processes kept busy over 0.3 s (rounded), at least 1. scikit-learn
-    (probes, t-SNE) follows through ``sklearn_threads``.
+    slowest, so when another program keeps one of 2 cores busy, 2 threads run slower than 1
+    (benchmarks/busy_cpu.py). So: cores this process may use, minus the cores other processes
+    kept busy over 0.3 s (rounded), at least 1. scikit-learn (probes, t-SNE) follows through
+    ``sklearn_threads``.
 
     Precedence: ``threads`` if given; else $SIMCLR_TEACH_THREADS if it is a number (pin it to
     repeat a run bit for bit on a busy machine); else $OMP_NUM_THREADS if set (torchrun and
@@ -220,7 +220,7 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
 
     CUDA: bfloat16 where the GPU supports it, else float16 (which needs a GradScaler). CPU:
     bfloat16 only where the CPU computes it natively (AVX512-BF16 or AMX), where it makes a
-    training step ~1.6x faster (benchmarks/results/summary.md); emulated bf16 would be slower.
+    training step faster (benchmarks/results/summary.md); emulated bf16 would be slower.
 
     Args:
         device: where the model runs.
