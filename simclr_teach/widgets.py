@@ -28,8 +28,7 @@ from simclr_teach import plots
 from simclr_teach.augment import (OFF_VALUES, PARAM_RANGES, AugmentParams, BatchAugment,
                                   augmentation_views, params_from_controls)
 from simclr_teach.evaluate import neighbour_agreement, neighbours_state
-from simclr_teach.lab import (BATCH_SIZES, LAB_BASE, default_cache, describe, lab_config, lab_run,
-                              lab_state)
+from simclr_teach.lab import BATCH_SIZES, LAB_BASE, default_cache, lab_config, lab_run, lab_state
 from simclr_teach.loss import contrastive_accuracy, temperature_state
 from simclr_teach.model import preprocess
 from simclr_teach.shortcut import MAX_BITS
@@ -341,10 +340,10 @@ def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
 def _lab_render(state: dict) -> tuple[bytes, str]:
     config, row = state["config"], state["row"]
     if row is None:
-        now = (f"<b>{describe(config)}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+        now = (f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
                f"{config.epochs} epochs: not trained yet; press <b>Train</b>.")
     else:
-        now = (f"<b>{row['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+        now = (f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
                f"{config.epochs} epochs: leave-one-out kNN <b>{row['loo_knn']:.1%}</b> "
                f"(trained in {row['train_seconds']:.0f} s; Train again is instant).")
     if not state["rows"]:
@@ -415,7 +414,7 @@ def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None =
 
         controls["train"].disabled = True
         try:
-            row = lab_run(config, cache_dir, on_epoch_end=on_epoch_end)
+            row = lab_run(config, cache_dir, on_epoch_end=on_epoch_end, base=base)
         finally:
             controls["train"].disabled = False
         progress.value, progress.description = progress.max, f"done: LOO kNN {row['loo_knn']:.1%}"
