@@ -191,6 +191,14 @@ def _check_same_data(path: str | Path, stored: dict[str, Any] | None, now: dict[
     )
 
 
+def _diverged(config: TrainConfig, epoch: int, step: int) -> FloatingPointError:
+    """The error of a run whose projections became NaN or inf, with the fix."""
+    return FloatingPointError(
+        f"training diverged: the projections z became NaN or inf at epoch {epoch + 1}, step "
+        f"{step + 1}; lower the learning rate (lr={config.lr}) or raise the temperature "
+        f"(temperature={config.temperature})")
+
+
 def train_simclr(
     model: nn.Module,
     images: Tensor,
@@ -231,6 +239,9 @@ def train_simclr(
 
     Returns:
         The ``History`` of all epochs, resumed ones included.
+
+    Raises:
+        FloatingPointError when the run diverges (NaN or inf projections), naming the fix.
     """
     from tqdm.auto import tqdm
 
@@ -295,11 +306,12 @@ def train_simclr(
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                     _, z = net(torch.cat([x1, x2]))                        # one pass: (2N, D_z)
                     z1, z2 = z[:n], z[n:]
-                    loss = distributed.global_nt_xent(z1, z2, config.temperature)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
-                        f"lower the learning rate (lr={config.lr}) or raise the temperature")
+                    try:  # nt_xent checks z is finite; finite z give a finite loss
+                        loss = distributed.global_nt_xent(z1, z2, config.temperature)
+                    except ValueError:
+                        if torch.isfinite(z).all():
+                            raise
+                        raise _diverged(config, epoch, step_in_epoch) from None
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
