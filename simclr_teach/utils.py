@@ -34,6 +34,10 @@ def seed_everything(seed: int) -> torch.Generator:
     repeats bit for bit only at the same thread count, so it is chosen here, once, before any
     work.
 
+    Python's hash randomisation is left alone: PYTHONHASHSEED only acts when the interpreter
+    starts, and it only changes the iteration order of sets of str (and bytes), which nothing
+    here relies on (such sets are sorted before they are shown or stored).
+
     Args:
         seed: any non-negative integer.
 
@@ -44,7 +48,6 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    os.environ["PYTHONHASHSEED"] = str(seed)
     if _threads_chosen is None:
         use_free_cores()
     return torch.Generator().manual_seed(seed)
