@@ -1,8 +1,8 @@
 """Checkpoint files: written atomically, read back with a format check. Taught in 04.
 
-A checkpoint is one ``torch.save`` file holding the config, the weights, the optimizer and
-random-generator state (to resume exactly), the history, the data it trained on and the package
-version. It is written to a temporary file beside the target and
+A checkpoint is one ``torch.save`` file holding the config, the weights, the optimizer,
+random-generator and float16 loss-scaler state (to resume exactly), the history, the data it
+trained on and the package version. It is written to a temporary file beside the target and
 renamed over it (``utils.atomic_write``), so a crash mid-write never leaves a half-written
 checkpoint: the reader sees the old file or the new one. File I/O only: the model a checkpoint
 holds is rebuilt by ``train.load_model``.
@@ -38,6 +38,7 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None = None,
     generator: torch.Generator | None = None,
     data: dict[str, Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write a checkpoint atomically.
 
@@ -50,6 +51,8 @@ def save_checkpoint(
         generator: the training generator (shuffling and augmentations), same reason.
         data: what it trained on, ``{"name": ..., "fingerprint": ..., "size": ...}`` (see
             ``data.describe_training_data``), so resume and evaluate use the same digits.
+        scaler: the float16 run's loss scale and its growth counter, so a resumed run scales
+            (and skips overflowing steps) as the uninterrupted one; None when disabled.
     """
     state = {
         "format": CHECKPOINT_FORMAT,
@@ -60,6 +63,7 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "generator": generator.get_state() if generator is not None else None,
         "data": data,
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
     }
     return atomic_save(state, path)
 
@@ -69,7 +73,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Returns:
         The stored dict: "config" and "history" as plain dicts, "model" a state_dict, "data"
-        the training data's name and fingerprint (None in checkpoints older than that).
+        the training data's name and fingerprint, "scaler" the GradScaler state of a float16
+        run (each None in checkpoints older than that, "scaler" also in other runs).
     """
     path = Path(path)
     if not path.is_file():
@@ -89,6 +94,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             "delete it and train again"
         )
     state.setdefault("data", None)
+    state.setdefault("scaler", None)
     return state
 
 

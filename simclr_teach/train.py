@@ -258,6 +258,9 @@ def train_simclr(
     model.to(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
+    amp_dtype = autocast_dtype(device, config.amp)  # None: float32 (no native bf16 here)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history = History()
     trained_on = describe_training_data(data_name, images)
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
@@ -271,6 +274,8 @@ def train_simclr(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if state["scaler"] is not None and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
     net = distributed.data_parallel(model, config.sync_bn)  # DDP under torchrun, else model itself
 
@@ -281,9 +286,6 @@ def train_simclr(
     peak_lr = distributed.scaled_lr(config.lr, config.lr_scaling, world)  # config.lr in one process
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = config.warmup_epochs * steps_per_epoch
-    amp_dtype = autocast_dtype(device, config.amp)  # None: float32 (no native bf16 here)
-    use_amp = amp_dtype is not None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     elapsed = history.seconds[-1] if history.seconds else 0.0
 
     bar = tqdm(total=total_steps, initial=len(history.epoch) * steps_per_epoch,
@@ -338,7 +340,7 @@ def train_simclr(
                             **({"knn": f"{knn:.3f}"} if knn is not None else {}))
             if checkpoint_path is not None and rank == 0:
                 save_checkpoint(checkpoint_path, model, config, history, optimizer, generator,
-                                trained_on)
+                                trained_on, scaler)
             if on_epoch_end is not None:
                 on_epoch_end(history)
     finally:
