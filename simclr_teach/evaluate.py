@@ -152,7 +152,8 @@ def neighbour_agreement(neighbours: Mapping[str, Tensor], bank_labels: Tensor,
         {name: count in [0, k]}, in the order of ``neighbours``.
     """
     bank_labels = torch.as_tensor(bank_labels)
-    return {name: int((bank_labels[indices] == label).sum()) for name, indices in neighbours.items()}
+    return {name: int((bank_labels[indices] == label).sum())
+            for name, indices in neighbours.items()}
 
 
 def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
