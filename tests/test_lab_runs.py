@@ -81,7 +81,8 @@ def test_lab_curve_holds_only_runs_that_differ_in_tau_and_n(tmp_path):
     store = LabResults(tmp_path / lab.RESULTS_FILE)
     for name, config in runs.items():
         store.add(result(config.key("embedded-5k"), label=name, temperature=config.temperature,
-                         batch_size=config.batch_size))
+                         batch_size=config.batch_size, epochs=config.epochs, strength=1.0,
+                         ablated="+".join(ablated(config, TINY)) or "-"))
     state = lab_state({}, tmp_path, TINY)
     assert state["key"] == TINY.key("embedded-5k")
     assert [r["label"] for r in state["curve"]] == ["here", "tau", "n"]
