@@ -25,8 +25,14 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from simclr_teach import plots
-from simclr_teach.augment import (OFF_VALUES, PARAM_RANGES, AugmentParams, BatchAugment,
-                                  augmentation_views, params_from_controls)
+from simclr_teach.augment import (
+    OFF_VALUES,
+    PARAM_RANGES,
+    AugmentParams,
+    BatchAugment,
+    augmentation_views,
+    params_from_controls,
+)
 from simclr_teach.evaluate import neighbour_agreement, neighbours_state
 from simclr_teach.lab import BATCH_SIZES, LAB_BASE, default_cache, lab_config, lab_run, lab_state
 from simclr_teach.loss import contrastive_accuracy, temperature_state

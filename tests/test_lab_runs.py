@@ -12,8 +12,18 @@ from simclr_teach import lab
 from simclr_teach import train as train_module
 from simclr_teach.augment import AugmentParams
 from simclr_teach.cli import main
-from simclr_teach.lab import (DEFAULT_ON, LAB_BASE, LabResults, ablated, describe, lab_config,
-                              lab_run, lab_state, sweep, sweep_configs)
+from simclr_teach.lab import (
+    DEFAULT_ON,
+    LAB_BASE,
+    LabResults,
+    ablated,
+    describe,
+    lab_config,
+    lab_run,
+    lab_state,
+    sweep,
+    sweep_configs,
+)
 from simclr_teach.train import TrainConfig
 
 TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,

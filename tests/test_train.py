@@ -8,8 +8,15 @@ from simclr_teach import checkpoint as ckpt
 from simclr_teach import train as train_module
 from simclr_teach.checkpoint import load_checkpoint, save_checkpoint
 from simclr_teach.data import embedded_mnist
-from simclr_teach.train import (History, TrainConfig, build_model, load_model, load_or_train, lr_at,
-                                train_simclr)
+from simclr_teach.train import (
+    History,
+    TrainConfig,
+    build_model,
+    load_model,
+    load_or_train,
+    lr_at,
+    train_simclr,
+)
 from simclr_teach.utils import seed_everything
 
 TINY = TrainConfig(data="embedded", width=4, proj_hidden=16, proj_dim=8, epochs=3, batch_size=32,
