@@ -24,8 +24,7 @@ import matplotlib.pyplot as plt
 from benchmarks.common import add_table, new_result
 from simclr_teach import plots
 from simclr_teach.augment import AugmentParams
-from simclr_teach.checkpoint import atomic_write_csv
-from simclr_teach.utils import other_load
+from simclr_teach.utils import atomic_write_csv, other_load
 
 # Every field spelled out: the recipes stay what they were when TrainConfig's defaults move.
 # This is the course's default run before the frontier (2026-11-28).

@@ -4,13 +4,14 @@ SimCLR (Chen et al., 2020, sec. 3, appendix A) makes two random views of a pictu
 For 28x28 digits we keep random resized crop, a small affine warp, elastic deformation
 (Simard et al., 2003), blur, Gaussian noise and random erasing. No flips (a mirrored 2 is
 not a 2) and no colour jitter. `view_transform` is the per-image torchvision pipeline a
-DataLoader runs; `BatchAugment` draws the same family for a whole batch at once.
+DataLoader runs; `BatchAugment` draws the same family for a whole batch at once. The last
+section holds what 01's explorer shows: views of one digit and how alike two views are.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 import torch
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+
+from simclr_teach.utils import check_seed
 
 SIDE = 28                              # MNIST digits are 28x28
 CROP_RATIO = (3 / 4, 4 / 3)            # aspect-ratio range of the crop, as in SimCLR
@@ -161,7 +164,8 @@ def _blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
     """Separable Gaussian blur of x (B, C, S, S), one sigma per image (B,) or one for all (1,).
 
     Blurring the rows and columns of a picture is M @ x @ M^T; two batched (S, S) matmuls
-    beat a grouped convolution on CPU (6x for the wide elastic kernel).
+    beat a grouped convolution on CPU, most for the wide elastic kernel
+    (benchmarks/augment_throughput.py).
     """
     matrices = _blur_matrices(sigma, radius, x.shape[-1])[:, None]           # (B, 1, S, S)
     return matrices @ x @ matrices.transpose(-1, -2)
@@ -179,7 +183,8 @@ def _affine_grid(theta: Tensor, side: int) -> Tensor:
     """F.affine_grid(theta, (B, 1, S, S), align_corners=False) as one broadcast add.
 
     Grid point (i, j) is theta @ (x_j, y_i, 1): a part that varies along rows plus one that
-    varies along columns, so we add a (B, S, 1, 2) and a (B, 1, S, 2); 2x faster on CPU.
+    varies along columns, so we add a (B, S, 1, 2) and a (B, 1, S, 2): fewer operations than
+    F.affine_grid's batched matmul over all S * S points.
     """
     coords = (2 * torch.arange(side, device=theta.device) + 1) / side - 1       # pixel centres
     along_x = coords[None, :, None] * theta[:, None, :, 0]                      # (B, S, 2)
@@ -231,7 +236,8 @@ def _erase(x: Tensor, erase_p: float, draw: Draw) -> Tensor:
     chosen = draw(n, 1) < erase_p                                         # (B, 1)
     rows = ((pixels >= top) & (pixels < top + height) & chosen).float()   # (B, S)
     cols = ((pixels >= left) & (pixels < left + width)).float()
-    return x * (1 - rows[:, :, None] * cols[:, None, :])[:, None]         # float: 2x a bool mask
+    # a float multiply rather than indexing with a bool mask: faster on CPU
+    return x * (1 - rows[:, :, None] * cols[:, None, :])[:, None]
 
 
 class BatchAugment:
@@ -306,3 +312,76 @@ def _as_unit_batch(x: Tensor) -> Tensor:
     if not x.is_floating_point():
         raise ValueError(f"BatchAugment expects float in [0, 1] or uint8, got {x.dtype}")
     return x.float()
+
+
+# --- views to look at (01_augmentations) -------------------------------------------------------
+
+
+def params_from_controls(values: Mapping[str, float | bool]) -> AugmentParams:
+    """The view family the explorer's controls describe. Taught in 01_augmentations.
+
+    Args:
+        values: field name (e.g. "rotation") -> slider value; "<field>_on" -> checkbox, False
+            switches that transform off; "strength" -> the global knob of
+            AugmentParams.at_strength (default 1). Missing keys keep AugmentParams() values;
+            the explorer's "index" and "seed" are ignored.
+
+    Returns:
+        AugmentParams at the given strength.
+    """
+    unknown = set(values) - {*PARAM_RANGES, *(f"{n}_on" for n in PARAM_RANGES), "strength",
+                             "index", "seed"}
+    if unknown:
+        raise ValueError(f"unknown control(s) {sorted(unknown)}; use field names of "
+                         f"AugmentParams, '<field>_on' or 'strength'")
+    base = AugmentParams(**{n: float(values[n]) for n in PARAM_RANGES if n in values})
+    off = [n for n in PARAM_RANGES if values.get(f"{n}_on", True) is False]
+    return AugmentParams.at_strength(float(values.get("strength", 1.0)), base.disabled(*off))
+
+
+def augmentation_views(images: Tensor, index: int, params: AugmentParams, seed: int = 0,
+                       n_views: int = 8) -> Tensor:
+    """`n_views` random views of one digit, seeded. Taught in 01_augmentations.
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28), uint8 or float in [0, 1].
+        index: which digit, 0 <= index < B.
+        params: the view family (BatchAugment at strength 1).
+        seed: the same seed gives the same views.
+        n_views: how many views.
+
+    Returns:
+        float32 (n_views, 1, 28, 28) in [0, 1].
+    """
+    if not 0 <= index < len(images):
+        raise ValueError(f"index must be in [0, {len(images) - 1}], got {index}")
+    digit = images[index].reshape(1, 1, *images.shape[-2:])                 # (1, 1, 28, 28)
+    generator = torch.Generator().manual_seed(check_seed(seed))
+    return BatchAugment(1.0, params)(digit.expand(n_views, -1, -1, -1), generator)
+
+
+def view_similarities(images: Tensor, params: AugmentParams | None = None,
+                      generator: torch.Generator | None = None,
+                      strength: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Pixel cosine of two views of one digit, and of views of two different digits.
+
+    Taught in 01_augmentations: a measure of how strong the views are. Both views come from
+    BatchAugment(strength, params); "different" pairs view 1 of digit i with view 2 of digit
+    i - 1 (the previous image in the batch, the last one for i = 0).
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28), B >= 2, uint8 or float in [0, 1].
+        params, strength: the view family, as in BatchAugment.
+        generator: source of randomness (None: torch's default).
+
+    Returns:
+        (same, different): float32 (B,) cosines in [0, 1] each.
+    """
+    if len(images) < 2:
+        raise ValueError(f"need at least 2 images to pair different digits, got {len(images)}")
+    augment = BatchAugment(strength, params)
+    x1 = augment(images, generator).flatten(1)                               # (B, 784)
+    x2 = augment(images, generator).flatten(1)
+    same = F.cosine_similarity(x1, x2, dim=1)
+    different = F.cosine_similarity(x1, x2.roll(1, dims=0), dim=1)
+    return same, different

@@ -110,10 +110,10 @@ def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
     import torch
 
     from simclr_teach import distributed
-    from simclr_teach.checkpoint import atomic_write_text, load_checkpoint
+    from simclr_teach.checkpoint import load_checkpoint
     from simclr_teach.data import SOURCES, load_mnist
     from simclr_teach.train import build_model, train_simclr, validation_split
-    from simclr_teach.utils import seed_everything
+    from simclr_teach.utils import atomic_write_text, seed_everything
 
     path, first = out / "checkpoint.pt", os.environ.get("RANK", "0") == "0"
     source = config.data
@@ -154,10 +154,11 @@ def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from simclr_teach.checkpoint import load_checkpoint, load_model
+    from simclr_teach.checkpoint import load_checkpoint
     from simclr_teach.data import SOURCES, fingerprint, load_mnist
     from simclr_teach.evaluate import format_table
     from simclr_teach.protocol import evaluation_table
+    from simclr_teach.train import load_model
 
     state = load_checkpoint(args.checkpoint)
     model = load_model(args.checkpoint)
@@ -203,12 +204,11 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
-    from simclr_teach.checkpoint import (atomic_write_csv, atomic_write_text, load_checkpoint,
-                                         load_model)
+    from simclr_teach.checkpoint import load_checkpoint
     from simclr_teach.data import load_mnist
     from simclr_teach.protocol import FEW_LABEL_COLUMNS, few_label_study
-    from simclr_teach.train import TrainConfig, load_or_train
-    from simclr_teach.utils import run_note
+    from simclr_teach.train import TrainConfig, load_model, load_or_train
+    from simclr_teach.utils import atomic_write_csv, atomic_write_text, run_note
 
     if args.checkpoint is None:
         config = TrainConfig()

@@ -1,5 +1,5 @@
-"""How good is a frozen representation? kNN, linear probe, t-SNE, alignment, uniformity.
-Taught in 05_evaluation_tsne_knn.
+"""How good is a frozen representation? Nearest neighbours, kNN, linear probe, t-SNE, alignment,
+uniformity. Taught in 05_evaluation_tsne_knn.
 
 We embed digits once with the frozen model and ask how well simple readers (a weighted kNN vote,
 a logistic regression) recover labels the encoder never saw. Baselines (raw pixels, the same
@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -108,6 +108,52 @@ def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 8,
         sims.append(top_sim)
         indices.append(top_idx)
     return torch.cat(sims), torch.cat(indices)
+
+
+def neighbours_state(index: int, spaces: Mapping[str, tuple[Tensor, Tensor]],
+                     k: int = 8) -> dict[str, Tensor]:
+    """The k bank digits nearest to query ``index`` in each space. Taught in 05 (the explorer).
+
+    Nearest means most cosine-similar (``nearest_neighbours``), the geometry the kNN
+    classifier reads.
+
+    Args:
+        index: which query, 0 <= index < Q.
+        spaces: name -> (query features (Q, D), bank features (N, D)); D may differ between
+            spaces, Q and N may not.
+        k: neighbours per space, >= 1 (capped at N).
+
+    Returns:
+        {name: int64 (min(k, N),) bank indices, most similar first}, in the order of ``spaces``.
+    """
+    if not spaces:
+        raise ValueError("spaces is empty; pass {name: (query_features, bank_features)}")
+    sizes = {(len(q), len(b)) for q, b in spaces.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"every space needs the same queries and bank, got (Q, N) = "
+                         f"{sorted(sizes)}")
+    queries = sizes.pop()[0]
+    if not 0 <= index < queries:
+        raise ValueError(f"index must be in [0, {queries - 1}] (one of the queries), got {index}")
+    return {name: nearest_neighbours(torch.as_tensor(q)[index : index + 1], torch.as_tensor(b),
+                                     k)[1][0]
+            for name, (q, b) in spaces.items()}
+
+
+def neighbour_agreement(neighbours: Mapping[str, Tensor], bank_labels: Tensor,
+                        label: int) -> dict[str, int]:
+    """How many of each space's neighbours (from ``neighbours_state``) have the query's label.
+
+    Args:
+        neighbours: name -> int64 (k,) bank indices. bank_labels: (N,) labels of the bank.
+        label: the query's label.
+
+    Returns:
+        {name: count in [0, k]}, in the order of ``neighbours``.
+    """
+    bank_labels = torch.as_tensor(bank_labels)
+    return {name: int((bank_labels[indices] == label).sum())
+            for name, indices in neighbours.items()}
 
 
 def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
@@ -289,9 +335,6 @@ def format_table(rows: list[dict]) -> str:
         cells = [f"{100 * row[m]:8.1f}" if row.get(m) is not None else f"{'-':>8}" for m in metrics]
         lines.append(f"{row['features']:<{width}}  {row['dim']:>5}  " + "  ".join(cells))
     return "\n".join(lines)
-
-
-# --- the honest protocol and few labels (05_evaluation_tsne_knn) --------------------------------
 
 
 def neighbour_confusion(features: Tensor, labels: Tensor, k: int = 10) -> Tensor:

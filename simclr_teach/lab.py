@@ -1,9 +1,9 @@
 """The temperature and augmentation lab: short cached runs, their scores, and the sweeps.
 
-A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: ~10 s on a 2-core CPU) trained
+A lab run is a small, fast ``TrainConfig`` (``LAB_BASE``: seconds on a 2-core CPU) trained
 with ``load_or_train``, so a configuration trains once and is reused, scored by the
-leave-one-out weighted kNN accuracy of h over the training digits (never the test split). Scores go to
-``lab_results.json`` beside the run cache, written atomically, so they survive a kernel
+leave-one-out weighted kNN accuracy of h over the training digits (never the test split).
+Scores go to ``lab_results.json`` beside the run cache, written atomically, so they survive a kernel
 restart. ``sweep`` runs whole grids (temperature x batch size, the "all augmentations but one"
 ablation of Chen et al., 2020, Figure 5, and the random-bits shortcut) and writes a CSV.
 Taught in 06_temperature_augmentation_lab; ``widgets.training_lab`` is its interface.
@@ -21,11 +21,11 @@ from typing import Any
 import torch
 
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
-from simclr_teach.checkpoint import atomic_write_csv, atomic_write_text
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
-from simclr_teach.utils import locked, run_note
+from simclr_teach.utils import atomic_write_csv, atomic_write_text, locked, run_note
 
-# The lab's run: the course's model at half width, 8 epochs (~8 s on 2 idle cores). Every field
+# The lab's run: the course's model at half width and 8 epochs, so a student waits seconds for
+# a run (each row of notebooks/results/lab_sweep.csv records its train_seconds). Every field
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
 # embedded digits, so a run takes the same time whether or not full MNIST is on disk.
 LAB_BASE = TrainConfig(
@@ -34,8 +34,16 @@ LAB_BASE = TrainConfig(
     warmup_epochs=1, strength=1.0, augment=AugmentParams(crop_scale=0.6, rotation=15.0,
     translate=0.1, shear=10.0, elastic=0.0, noise=0.1, blur=0.0, erase_p=0.25), seed=0)
 
-# Transforms on in AugmentParams(): the ones an ablation can switch off.
-DEFAULT_ON = [name for name in PARAM_RANGES if getattr(AugmentParams(), name) != OFF_VALUES[name]]
+
+
+def switched_on(params: AugmentParams) -> list[str]:
+    """The transforms ``params`` has on (a field away from its off value), in PARAM_RANGES order."""
+    return [name for name in PARAM_RANGES if getattr(params, name) != OFF_VALUES[name]]
+
+
+# Transforms on in LAB_BASE, the ones its ablation switches off (not AugmentParams(), whose
+# defaults may move).
+DEFAULT_ON = switched_on(LAB_BASE.augment)
 
 RESULTS_FILE = "lab_results.json"
 COLUMNS = ["grid", "label", "temperature", "batch_size", "epochs", "width", "strength",
@@ -67,23 +75,40 @@ def lab_config(values: Mapping[str, Any], base: TrainConfig = LAB_BASE) -> Train
                    **{name: cast(values[name]) for name, cast in scalars.items() if name in values})
 
 
-def ablated(config: TrainConfig) -> list[str]:
-    """The transforms of ``DEFAULT_ON`` that ``config`` has off (all of them at strength 0)."""
+def ablated(config: TrainConfig, base: TrainConfig = LAB_BASE) -> list[str]:
+    """The transforms on in ``base`` that ``config`` has off (all of them at strength 0)."""
+    on = switched_on(base.augment)
     if config.strength == 0:
-        return list(DEFAULT_ON)
-    return [name for name in DEFAULT_ON if getattr(config.augment, name) == OFF_VALUES[name]]
+        return on
+    return [name for name in on if getattr(config.augment, name) == OFF_VALUES[name]]
 
 
-def describe(config: TrainConfig) -> str:
-    """A short label for a run: "all on", "no rotation", "no augmentation", "+4 bits"."""
-    off = ablated(config)
-    if len(off) == len(DEFAULT_ON):
-        label = "no augmentation"
-    elif off:
-        label = "no " + ", ".join(off)
+def describe(config: TrainConfig, base: TrainConfig = LAB_BASE) -> str:
+    """A short label for a run: what it changes from ``base``, besides tau and N.
+
+    E.g. "all on", "no rotation", "rotation 45", "no noise, elastic 1.5", "strength 2",
+    "no augmentation", "all on, 20 epochs", "all on, +4 bits". Every lab control but tau and N
+    (shown beside the label) that moved from ``base`` is named, so two runs with one label are
+    the same recipe.
+    """
+    off = ablated(config, base)
+    moved = [f"{name} {value:g}" for name in PARAM_RANGES
+             if (value := getattr(config.augment, name)) not in (getattr(base.augment, name),
+                                                                 OFF_VALUES[name])]
+    if config.strength == 0 or (off and len(off) == len(switched_on(base.augment)) and not moved):
+        parts = ["no augmentation"]
     else:
-        label = "all on" if config.strength == 1 else f"strength {config.strength:g}"
-    return label + (f", +{config.shortcut_bits} bits" if config.shortcut_bits else "")
+        parts = (["no " + ", ".join(off)] if off else []) + moved
+        if config.strength != base.strength:
+            parts.append(f"strength {config.strength:g}")
+        parts = parts or ["all on"]
+    if config.epochs != base.epochs:
+        parts.append(f"{config.epochs} epochs")
+    if config.seed != base.seed:
+        parts.append(f"seed {config.seed}")
+    if config.shortcut_bits:
+        parts.append(f"+{config.shortcut_bits} bits")
+    return ", ".join(parts)
 
 
 class LabResults:
@@ -155,7 +180,8 @@ def score(model: torch.nn.Module, data_name: str = "embedded") -> float:
 
 
 def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: bool = False,
-            on_epoch_end: Callable[[History], None] | None = None, grid: str = "lab") -> dict:
+            on_epoch_end: Callable[[History], None] | None = None, grid: str = "lab",
+            base: TrainConfig = LAB_BASE) -> dict:
     """Train (or load) one lab run and return its row; instant if it was scored before.
 
     Args:
@@ -164,6 +190,7 @@ def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: 
         progress: tqdm progress bar while training.
         on_epoch_end: called with the History after each epoch (a progress widget).
         grid: the name stored in the row's "grid" column.
+        base: the run the "label" and "ablated" columns compare with (``describe``).
 
     Returns:
         A dict with the keys of ``COLUMNS``.
@@ -178,15 +205,47 @@ def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: 
         return {**row, "grid": grid}
     model, history = load_or_train(config, cache_dir, progress=progress, monitor=False,
                                    on_epoch_end=on_epoch_end)
-    row = {"grid": grid, "label": describe(config), "temperature": config.temperature,
+    row = {"grid": grid, "label": describe(config, base), "temperature": config.temperature,
            "batch_size": config.batch_size, "epochs": config.epochs, "width": config.width,
-           "strength": config.strength, "ablated": "+".join(ablated(config)) or "-",
+           "strength": config.strength, "ablated": "+".join(ablated(config, base)) or "-",
            "shortcut_bits": config.shortcut_bits, "seed": config.seed,
            "loo_knn": round(score(model, config.data), 4),
            "final_loss": round(history.loss[-1], 4), "final_top1": round(history.top1[-1], 4),
            "train_seconds": round(history.seconds[-1], 1), "key": key}
     store.add(row)
     return row
+
+
+def lab_state(values: Mapping, cache_dir: str | Path, base: TrainConfig = LAB_BASE,
+              shown: int = 12) -> dict:
+    """What the lab shows for its controls: the run they describe and the stored results.
+
+    Args:
+        values: control values (see ``lab_config``); "train" and other non-config keys of
+            the widget are not passed here.
+        cache_dir: run cache; results are read from ``cache_dir/lab_results.json``.
+        base: the lab's base run (default ``LAB_BASE``). shown: bars for the newest runs.
+
+    Returns:
+        {"config", "label" (``describe``), "key", "row" (this config's stored row or None),
+        "rows" (all, oldest first), "bars" (the newest ``shown``), "curve" (the runs that differ
+        from ``config`` in temperature and batch size alone: one line per N over tau)}.
+    """
+    from simclr_teach.data import load_mnist
+
+    config = lab_config(values, base)
+    data_name = load_mnist(config.data, verbose=False).name
+    key = config.key(data_name)
+    rows = LabResults(Path(cache_dir) / RESULTS_FILE).rows()
+
+    def on_this_curve(row: dict) -> bool:  # its key is ours with its tau and N: nothing else moved
+        same_but = replace(config, temperature=float(row["temperature"]),
+                           batch_size=int(row["batch_size"]))
+        return row["key"] == same_but.key(data_name)
+
+    return {"config": config, "label": describe(config, base), "key": key,
+            "row": next((r for r in rows if r["key"] == key), None), "rows": rows,
+            "bars": rows[-shown:], "curve": [r for r in rows if on_this_curve(r)]}
 
 
 # --- sweeps ------------------------------------------------------------------------------------
@@ -201,15 +260,15 @@ def sweep_configs(grid: str, base: TrainConfig = LAB_BASE) -> list[TrainConfig]:
     """The runs of one named grid.
 
     - "temperature-batch": every tau in TEMPERATURES x every N in BATCH_SIZES.
-    - "ablation": all on, each transform of DEFAULT_ON off in turn, and no augmentation.
+    - "ablation": ``base``, each of its transforms off in turn, and no augmentation.
     - "shortcut": SHORTCUT_BITS random bits shared by both views, augmentations on.
     - "seeds": ``base`` with each of SEEDS (the noise of one number).
     """
     if grid == "temperature-batch":
         return [replace(base, temperature=t, batch_size=n) for t in TEMPERATURES for n in BATCH_SIZES]
     if grid == "ablation":
-        return ([base] + [replace(base, augment=base.augment.disabled(name)) for name in DEFAULT_ON]
-                + [replace(base, strength=0.0)])
+        return ([base] + [replace(base, augment=base.augment.disabled(name))
+                          for name in switched_on(base.augment)] + [replace(base, strength=0.0)])
     if grid == "shortcut":
         return [replace(base, shortcut_bits=bits) for bits in SHORTCUT_BITS]
     if grid == "seeds":
@@ -239,7 +298,7 @@ def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = 
     configs = [(grid, config) for grid in grids for config in sweep_configs(grid, base)]
     out, rows, start = Path(out), [], time.perf_counter()
     for i, (grid, config) in enumerate(configs, 1):
-        row = lab_run(config, cache_dir, progress=progress, grid=grid)
+        row = lab_run(config, cache_dir, progress=progress, grid=grid, base=base)
         rows.append(row)
         atomic_write_csv(out, rows, COLUMNS)
         if progress:

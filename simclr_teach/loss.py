@@ -8,7 +8,8 @@ other 2N - 2 embeddings are its negatives. With s = cosine similarity and tau th
 
 ``nt_xent`` is that formula as a cross-entropy over the masked similarity matrix, plain autograd
 (second derivatives, ``torch.func``); ``nt_xent_fused`` is the same loss with the backward
-written out, about 2x faster and lighter from N ~ 2,000 pairs.
+written out, faster and lighter for large N. ``temperature_state`` takes one anchor apart:
+its softmax over the candidates and the gradient weight of each negative.
 """
 
 from __future__ import annotations
@@ -134,8 +135,8 @@ class _FusedNTXent(torch.autograd.Function):
 def nt_xent_fused(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
     """``nt_xent`` with the cross-entropy gradient written out: same values, less time and memory.
 
-    Autograd through ``nt_xent`` keeps several (2N, 2N) matrices; this keeps one and is about
-    2x faster from N ~ 2,000 pairs on a CPU (equal at the course's N = 32). It has no second
+    Autograd through ``nt_xent`` keeps several (2N, 2N) matrices; this keeps one, which pays
+    off for large N (benchmarks/loss_speed.py, benchmarks/results/summary.md). It has no second
     derivatives and does not work under ``torch.func``: use ``nt_xent`` for those.
 
     Args:
@@ -218,3 +219,46 @@ def loss_floor(n: int, temperature: float) -> float:
             and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     return math.log1p((2 * n - 2) * math.exp(-1 / temperature))
+
+
+def temperature_state(z1: Tensor, z2: Tensor, temperature: float, anchor: int = 0,
+                      n: int | None = None) -> dict:
+    """What NT-Xent does to one anchor at one temperature. Taught in 02_nt_xent_loss.
+
+    Uses the first `n` pairs. Anchor i (of 2n views, z1 rows first) has 2n - 1 candidates;
+    the softmax of their cosines / tau is p, and the anchor's loss l_i = -log p_partner.
+    Its gradient with respect to each cosine s_ik is p_ik / tau for a negative and
+    (p_ij - 1) / tau for the positive: every negative is pushed away in proportion to p.
+
+    Args:
+        z1, z2: (N, D) projections of the two views.
+        temperature: tau > 0.
+        anchor: 0 <= anchor < 2n.
+        n: pairs used, 1 <= n <= N (None: all).
+
+    Returns:
+        dict with "n", "temperature", "anchor", "candidates" (2n - 1,) indices among the 2n
+        views, "positive" (position of the partner among them), "similarity" (2n - 1,)
+        cosines, "probabilities" (2n - 1,), "weights" (2n - 1,) dl_i/ds, "anchor_loss" l_i,
+        "loss" (nt_xent of the n pairs) and "log_2n_minus_1"; tensors are float64 on the CPU.
+    """
+    n = len(z1) if n is None else n
+    if not 1 <= n <= len(z1):
+        raise ValueError(f"n must be in [1, {len(z1)}] (pairs in the batch), got {n}")
+    if not 0 <= anchor < 2 * n:
+        raise ValueError(f"anchor must be in [0, {2 * n - 1}] (one of the 2n views), got {anchor}")
+    z1, z2 = z1[:n].detach().cpu(), z2[:n].detach().cpu()
+    loss = nt_xent(z1, z2, temperature).item()                  # also validates the inputs
+    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)        # (2n, D), float64 for display
+    candidates = torch.tensor([k for k in range(2 * n) if k != anchor])
+    similarity = z[candidates] @ z[anchor]                      # (2n - 1,) cosines
+    log_probabilities = torch.log_softmax(similarity / temperature, dim=0)  # finite at tiny tau
+    probabilities = log_probabilities.exp()
+    partner = int(positive_index(n)[anchor])
+    positive = partner - int(partner > anchor)                  # skipping the anchor itself
+    weights = probabilities / temperature
+    weights[positive] -= 1 / temperature
+    return {"n": n, "temperature": temperature, "anchor": anchor, "candidates": candidates,
+            "positive": positive, "similarity": similarity, "probabilities": probabilities,
+            "weights": weights, "anchor_loss": -log_probabilities[positive].item(),
+            "loss": loss, "log_2n_minus_1": math.log(2 * n - 1)}

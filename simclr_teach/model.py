@@ -108,7 +108,7 @@ class ConvEncoder(nn.Module):
             nn.AdaptiveAvgPool2d(1),                              # (N, 4w, 1, 1)
             nn.Flatten(),                                         # (N, 4w)
         )
-        # channels_last (NHWC) weights: oneDNN's fast conv path on CPU, ~1.3x per training step
+        # channels_last (NHWC) weights: oneDNN's fast conv path on CPU, a faster training step
         # (benchmarks/results/summary.md); .to(device) and load_state_dict keep the layout
         self.to(memory_format=torch.channels_last)
 

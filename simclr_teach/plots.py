@@ -394,7 +394,7 @@ def view_similarity_histograms(results: Mapping[str, tuple[ArrayLike, ArrayLike]
 
     Args:
         results: panel title (e.g. "strength 1") -> (same (B,), different (B,)) cosines, as
-            returned by ``widgets.view_similarities``.
+            returned by ``augment.view_similarities``.
         bins: histogram bins over [0, 1].
     """
     if not results:

@@ -45,8 +45,8 @@ class TrainConfig:
     width: int = 32             # encoder size knob: h has 4 * width features
     proj_hidden: int = 128      # projection head hidden width
     proj_dim: int = 64          # size of z; the paper finds the size matters little
-    # epochs, batch_size, temperature and lr: the best recipe within 5 minutes of 2-core CPU on
-    # the time-accuracy frontier (benchmarks/frontier.py, notebook 04), chosen on training digits
+    # epochs, batch_size, temperature and lr: the recipe chosen on the time-accuracy frontier of a
+    # 2-core CPU, on training digits (benchmarks/frontier.py, benchmarks/results/summary.md, 04)
     epochs: int = 90            # passes over the training digits; kNN keeps improving long after
                                 # the loss flattens
     batch_size: int = 128       # N pairs per step: 2N - 2 = 254 negatives per anchor
@@ -133,6 +133,14 @@ def build_model(config: TrainConfig) -> nn.Module:
     return build_simclr(config.encoder, config.width, config.proj_hidden, config.proj_dim)
 
 
+def load_model(path: str | Path) -> nn.Module:
+    """The trained ``SimCLR`` module stored in a checkpoint, in eval mode, on the CPU."""
+    state = load_checkpoint(path)
+    model = build_model(TrainConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
     """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
     if step < warmup_steps:
@@ -183,6 +191,14 @@ def _check_same_data(path: str | Path, stored: dict[str, Any] | None, now: dict[
     )
 
 
+def _diverged(config: TrainConfig, epoch: int, step: int) -> FloatingPointError:
+    """The error of a run whose projections became NaN or inf, with the fix."""
+    return FloatingPointError(
+        f"training diverged: the projections z became NaN or inf at epoch {epoch + 1}, step "
+        f"{step + 1}; lower the learning rate (lr={config.lr}) or raise the temperature "
+        f"(temperature={config.temperature})")
+
+
 def train_simclr(
     model: nn.Module,
     images: Tensor,
@@ -223,6 +239,9 @@ def train_simclr(
 
     Returns:
         The ``History`` of all epochs, resumed ones included.
+
+    Raises:
+        FloatingPointError when the run diverges (NaN or inf projections), naming the fix.
     """
     from tqdm.auto import tqdm
 
@@ -239,6 +258,9 @@ def train_simclr(
     model.to(device)
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(config.seed)
+    amp_dtype = autocast_dtype(device, config.amp)  # None: float32 (no native bf16 here)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history = History()
     trained_on = describe_training_data(data_name, images)
     if checkpoint_path is not None and Path(checkpoint_path).is_file():
@@ -252,6 +274,8 @@ def train_simclr(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if state["scaler"] is not None and scaler.is_enabled():
+            scaler.load_state_dict(state["scaler"])
         history = History.from_dict(state["history"])
     net = distributed.data_parallel(model, config.sync_bn)  # DDP under torchrun, else model itself
 
@@ -262,9 +286,6 @@ def train_simclr(
     peak_lr = distributed.scaled_lr(config.lr, config.lr_scaling, world)  # config.lr in one process
     total_steps = config.epochs * steps_per_epoch
     warmup_steps = config.warmup_epochs * steps_per_epoch
-    amp_dtype = autocast_dtype(device, config.amp)  # None: float32 (no native bf16 here)
-    use_amp = amp_dtype is not None
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     elapsed = history.seconds[-1] if history.seconds else 0.0
 
     bar = tqdm(total=total_steps, initial=len(history.epoch) * steps_per_epoch,
@@ -287,11 +308,12 @@ def train_simclr(
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
                     _, z = net(torch.cat([x1, x2]))                        # one pass: (2N, D_z)
                     z1, z2 = z[:n], z[n:]
-                    loss = distributed.global_nt_xent(z1, z2, config.temperature)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss became {loss.item()} at epoch {epoch + 1}, step {step_in_epoch + 1}; "
-                        f"lower the learning rate (lr={config.lr}) or raise the temperature")
+                    try:  # nt_xent checks z is finite; finite z give a finite loss
+                        loss = distributed.global_nt_xent(z1, z2, config.temperature)
+                    except ValueError:
+                        if torch.isfinite(z).all():
+                            raise
+                        raise _diverged(config, epoch, step_in_epoch) from None
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -318,7 +340,7 @@ def train_simclr(
                             **({"knn": f"{knn:.3f}"} if knn is not None else {}))
             if checkpoint_path is not None and rank == 0:
                 save_checkpoint(checkpoint_path, model, config, history, optimizer, generator,
-                                trained_on)
+                                trained_on, scaler)
             if on_epoch_end is not None:
                 on_epoch_end(history)
     finally:
@@ -379,8 +401,6 @@ def load_or_train(
             history = train_simclr(model, data.train_images, config, progress, monitor=check,
                                    checkpoint_path=path, on_epoch_end=on_epoch_end,
                                    data_name=data.name)
-    from simclr_teach.checkpoint import load_model
-
     return load_model(path), history
 
 

@@ -1,19 +1,26 @@
-"""Seeding, threads and device choice, the things every notebook does first; and a file lock."""
+"""Seeding, threads and device choice, the things every notebook does first; a file lock and
+atomic file writes (a crash mid-write never leaves a half-written file)."""
 
 from __future__ import annotations
 
+import csv
+import glob
+import io
 import os
 import platform
 import random
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
 
 MAX_SEED = 2**32 - 1  # NumPy's limit, the smallest of Python's, NumPy's and torch's
+STALE_SECONDS = 3600  # a temporary file this old is left over from a killed write
 
 
 THREADS_ENV = "SIMCLR_TEACH_THREADS"  # pins the thread count (e.g. 2), or "auto" (the default)
@@ -27,6 +34,10 @@ def seed_everything(seed: int) -> torch.Generator:
     repeats bit for bit only at the same thread count, so it is chosen here, once, before any
     work.
 
+    Python's hash randomisation is left alone: PYTHONHASHSEED only acts when the interpreter
+    starts, and it only changes the iteration order of sets of str (and bytes), which nothing
+    here relies on (such sets are sorted before they are shown or stored).
+
     Args:
         seed: any non-negative integer.
 
@@ -37,7 +48,6 @@ def seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
-    os.environ["PYTHONHASHSEED"] = str(seed)
     if _threads_chosen is None:
         use_free_cores()
     return torch.Generator().manual_seed(seed)
@@ -89,10 +99,10 @@ def use_free_cores(threads: int | None = None) -> int:
     """Set torch's CPU thread count to the cores that are free now; return it. Called once.
 
     PyTorch starts one thread per core. Each operation is split among them and waits for the
-    slowest, so when another program keeps one of 2 cores busy, 2 threads run 3x slower than on
-    an idle machine and 1 thread only ~1.7x (benchmarks/busy_cpu.py). So: cores this process may
-    use, minus the cores other processes kept busy over 0.3 s (rounded), at least 1. scikit-learn
-    (probes, t-SNE) follows through ``sklearn_threads``.
+    slowest, so when another program keeps one of 2 cores busy, 2 threads run slower than 1
+    (benchmarks/busy_cpu.py). So: cores this process may use, minus the cores other processes
+    kept busy over 0.3 s (rounded), at least 1. scikit-learn (probes, t-SNE) follows through
+    ``sklearn_threads``.
 
     Precedence: ``threads`` if given; else $SIMCLR_TEACH_THREADS if it is a number (pin it to
     repeat a run bit for bit on a busy machine); else $OMP_NUM_THREADS if set (torchrun and
@@ -213,7 +223,7 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
 
     CUDA: bfloat16 where the GPU supports it, else float16 (which needs a GradScaler). CPU:
     bfloat16 only where the CPU computes it natively (AVX512-BF16 or AMX), where it makes a
-    training step ~1.6x faster (benchmarks/results/summary.md); emulated bf16 would be slower.
+    training step faster (benchmarks/results/summary.md); emulated bf16 would be slower.
 
     Args:
         device: where the model runs.
@@ -241,3 +251,65 @@ def run_note(command: str, **facts: object) -> str:
                        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
             "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     return "\n".join(f"{key}: {value}" for key, value in note.items()) + "\n"
+
+
+# --- atomic file writes ------------------------------------------------------------------------
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files beside ``path`` left by writes killed over an hour ago."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if time.time() - tmp.stat().st_mtime > STALE_SECONDS:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass  # another process cleaned it first
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(f)`` on a temporary file in ``path``'s folder, fsync, then rename it over
+    ``path``: a crash mid-write leaves the old file (or none), never a half-written one.
+
+    The file gets the permissions of any new file (0666 minus the umask, usually 0644), and
+    temporary files of writes killed more than ``STALE_SECONDS`` ago are removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it 0600, private to the user
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # atomic: readers see the old file or the new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see ``atomic_write``)."""
+    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]],
+                     columns: Sequence[str], digits: int | None = None) -> Path:
+    """Rows (dicts; keys outside ``columns`` ignored) to a CSV file atomically; floats rounded
+    to ``digits`` decimals if given. The committed result tables are written this way."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: round(v, digits) if digits is not None and isinstance(v, float) else v
+                         for k, v in row.items()})
+    return atomic_write_text(path, buffer.getvalue())

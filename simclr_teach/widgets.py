@@ -1,10 +1,11 @@
 """Explorers for the notebooks: ipywidgets controls wired to pure functions that tests drive.
 
-Each explorer is one section below: pure functions compute what is shown (unit-tested
-without a browser), and a builder wires controls to them and returns an `Explorer`, an
-ipywidgets VBox that the notebook displays. Nothing is displayed here. Move a control from
-code with `explorer.controls["rotation"].value = 30`; `explorer.state` holds what is shown.
-The only module of the package that imports ipywidgets.
+Wiring only: the pure functions that compute what is shown live with their topic
+(``augment.augmentation_views``, ``loss.temperature_state``, ``evaluate.neighbours_state``,
+``lab.lab_state``) and are unit-tested without a browser. Each explorer below wires controls
+to them and returns an `Explorer`, an ipywidgets VBox that the notebook displays. Nothing is
+displayed here. Move a control from code with `explorer.controls["rotation"].value = 30`;
+`explorer.state` holds what is shown. The only module of the package that imports ipywidgets.
 """
 
 from __future__ import annotations
@@ -24,19 +25,25 @@ from matplotlib.figure import Figure
 from torch import Tensor
 
 from simclr_teach import plots
-from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams, BatchAugment
-from simclr_teach.data import load_mnist
-from simclr_teach.lab import LAB_BASE, RESULTS_FILE, LabResults, default_cache, describe, lab_config, lab_run
-from simclr_teach.loss import contrastive_accuracy, nt_xent, positive_index
+from simclr_teach.augment import (
+    OFF_VALUES,
+    PARAM_RANGES,
+    AugmentParams,
+    BatchAugment,
+    augmentation_views,
+    params_from_controls,
+)
+from simclr_teach.evaluate import neighbour_agreement, neighbours_state
+from simclr_teach.lab import BATCH_SIZES, LAB_BASE, default_cache, lab_config, lab_run, lab_state
+from simclr_teach.loss import contrastive_accuracy, temperature_state
 from simclr_teach.model import preprocess
 from simclr_teach.shortcut import MAX_BITS
 from simclr_teach.train import History, TrainConfig
-from simclr_teach.utils import check_seed
 
 # --- shared: the Explorer container ----------------------------------------------------------
 
 
-def figure_png(fig: Figure, dpi: int = 72) -> bytes:
+def figure_png(fig: Figure, dpi: float = plots.STYLE["figure.dpi"]) -> bytes:
     """Render a figure to PNG bytes and close it, so the notebook does not show it twice."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
@@ -109,6 +116,17 @@ def _slider(description: str, value: float, low: float, high: float, step: float
                 continuous_update=False, style={"description_width": "initial"})
 
 
+TEMPERATURE_RANGE = (0.01, 2.0)  # tau on the sliders: from a near one-hot softmax to a flat one
+
+
+def _temperature_slider(value: float) -> widgets.FloatLogSlider:
+    """The temperature slider of 02's explorer and 06's lab: log scale, as tau spans decades."""
+    low, high = TEMPERATURE_RANGE
+    return widgets.FloatLogSlider(value=value, base=10, min=math.log10(low), max=math.log10(high),
+                                  step=0.01, description="temperature tau",
+                                  continuous_update=False, style={"description_width": "initial"})
+
+
 # --- augmentation explorer (01_augmentations) ------------------------------------------------
 
 # Per transform: on/off switch label, slider label (browser tests find sliders by it), slider
@@ -148,76 +166,6 @@ def _augment_controls(params: AugmentParams, switch: str) -> tuple[dict[str, wid
         controls[f"{name}_{switch}"] = box
         rows.append(widgets.HBox([box, controls[name]]))
     return controls, rows
-
-
-def params_from_controls(values: Mapping[str, float | bool]) -> AugmentParams:
-    """The view family the explorer's controls describe. Taught in 01_augmentations.
-
-    Args:
-        values: field name (e.g. "rotation") -> slider value; "<field>_on" -> checkbox, False
-            switches that transform off; "strength" -> the global knob of
-            AugmentParams.at_strength (default 1). Missing keys keep AugmentParams() values;
-            the explorer's "index" and "seed" are ignored.
-
-    Returns:
-        AugmentParams at the given strength.
-    """
-    unknown = set(values) - {*PARAM_RANGES, *(f"{n}_on" for n in PARAM_RANGES), "strength",
-                             "index", "seed"}
-    if unknown:
-        raise ValueError(f"unknown control(s) {sorted(unknown)}; use field names of "
-                         f"AugmentParams, '<field>_on' or 'strength'")
-    base = AugmentParams(**{n: float(values[n]) for n in PARAM_RANGES if n in values})
-    off = [n for n in PARAM_RANGES if values.get(f"{n}_on", True) is False]
-    return AugmentParams.at_strength(float(values.get("strength", 1.0)), base.disabled(*off))
-
-
-def augmentation_views(images: Tensor, index: int, params: AugmentParams, seed: int = 0,
-                       n_views: int = 8) -> Tensor:
-    """`n_views` random views of one digit, seeded. Taught in 01_augmentations.
-
-    Args:
-        images: (B, 28, 28) or (B, 1, 28, 28), uint8 or float in [0, 1].
-        index: which digit, 0 <= index < B.
-        params: the view family (BatchAugment at strength 1).
-        seed: the same seed gives the same views.
-        n_views: how many views.
-
-    Returns:
-        float32 (n_views, 1, 28, 28) in [0, 1].
-    """
-    if not 0 <= index < len(images):
-        raise ValueError(f"index must be in [0, {len(images) - 1}], got {index}")
-    digit = images[index].reshape(1, 1, *images.shape[-2:])                 # (1, 1, 28, 28)
-    generator = torch.Generator().manual_seed(check_seed(seed))
-    return BatchAugment(1.0, params)(digit.expand(n_views, -1, -1, -1), generator)
-
-
-def view_similarities(images: Tensor, params: AugmentParams | None = None,
-                      generator: torch.Generator | None = None,
-                      strength: float = 1.0) -> tuple[Tensor, Tensor]:
-    """Pixel cosine of two views of one digit, and of views of two different digits.
-
-    Taught in 01_augmentations: a measure of how strong the views are. Both views come from
-    BatchAugment(strength, params); "different" pairs view 1 of digit i with view 2 of digit
-    i - 1 (the previous image in the batch, the last one for i = 0).
-
-    Args:
-        images: (B, 28, 28) or (B, 1, 28, 28), B >= 2, uint8 or float in [0, 1].
-        params, strength: the view family, as in BatchAugment.
-        generator: source of randomness (None: torch's default).
-
-    Returns:
-        (same, different): float32 (B,) cosines in [0, 1] each.
-    """
-    if len(images) < 2:
-        raise ValueError(f"need at least 2 images to pair different digits, got {len(images)}")
-    augment = BatchAugment(strength, params)
-    x1 = augment(images, generator).flatten(1)                               # (B, 784)
-    x2 = augment(images, generator).flatten(1)
-    same = F.cosine_similarity(x1, x2, dim=1)
-    different = F.cosine_similarity(x1, x2.roll(1, dims=0), dim=1)
-    return same, different
 
 
 def _augmentation_state(images: Tensor, values: dict, n_views: int, batch: int) -> dict:
@@ -288,49 +236,6 @@ def augmentation_explorer(images: Tensor, seed: int = 0, n_views: int = 8,
 # --- temperature explorer (02_nt_xent_loss) --------------------------------------------------
 
 
-def temperature_state(z1: Tensor, z2: Tensor, temperature: float, anchor: int = 0,
-                      n: int | None = None) -> dict:
-    """What NT-Xent does to one anchor at one temperature. Taught in 02_nt_xent_loss.
-
-    Uses the first `n` pairs. Anchor i (of 2n views, z1 rows first) has 2n - 1 candidates;
-    the softmax of their cosines / tau is p, and the anchor's loss l_i = -log p_partner.
-    Its gradient with respect to each cosine s_ik is p_ik / tau for a negative and
-    (p_ij - 1) / tau for the positive: every negative is pushed away in proportion to p.
-
-    Args:
-        z1, z2: (N, D) projections of the two views.
-        temperature: tau > 0.
-        anchor: 0 <= anchor < 2n.
-        n: pairs used, 1 <= n <= N (None: all).
-
-    Returns:
-        dict with "n", "temperature", "anchor", "candidates" (2n - 1,) indices among the 2n
-        views, "positive" (position of the partner among them), "similarity" (2n - 1,)
-        cosines, "probabilities" (2n - 1,), "weights" (2n - 1,) dl_i/ds, "anchor_loss" l_i,
-        "loss" (nt_xent of the n pairs) and "log_2n_minus_1"; tensors are float64 on the CPU.
-    """
-    n = len(z1) if n is None else n
-    if not 1 <= n <= len(z1):
-        raise ValueError(f"n must be in [1, {len(z1)}] (pairs in the batch), got {n}")
-    if not 0 <= anchor < 2 * n:
-        raise ValueError(f"anchor must be in [0, {2 * n - 1}] (one of the 2n views), got {anchor}")
-    z1, z2 = z1[:n].detach().cpu(), z2[:n].detach().cpu()
-    loss = nt_xent(z1, z2, temperature).item()                  # also validates the inputs
-    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)        # (2n, D), float64 for display
-    candidates = torch.tensor([k for k in range(2 * n) if k != anchor])
-    similarity = z[candidates] @ z[anchor]                      # (2n - 1,) cosines
-    log_probabilities = torch.log_softmax(similarity / temperature, dim=0)  # finite at tiny tau
-    probabilities = log_probabilities.exp()
-    partner = int(positive_index(n)[anchor])
-    positive = partner - int(partner > anchor)                  # skipping the anchor itself
-    weights = probabilities / temperature
-    weights[positive] -= 1 / temperature
-    return {"n": n, "temperature": temperature, "anchor": anchor, "candidates": candidates,
-            "positive": positive, "similarity": similarity, "probabilities": probabilities,
-            "weights": weights, "anchor_loss": -log_probabilities[positive].item(),
-            "loss": loss, "log_2n_minus_1": math.log(2 * n - 1)}
-
-
 def _temperature_render(state: dict) -> tuple[bytes, str]:
     title = (f"anchor {state['anchor']} of {2 * state['n']} views, "
              f"tau = {state['temperature']:.3g}")
@@ -353,15 +258,12 @@ def temperature_explorer(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Ex
         An Explorer (not displayed). Controls: "temperature" (FloatLogSlider), "anchor" and
         "n" (the first n pairs; the anchor slider follows it).
     """
-    n = len(z1)
-    if n < 2 or not 0.01 <= temperature <= 2:
-        raise ValueError(f"need N >= 2 pairs and temperature in [0.01, 2], got N = {n}, "
-                         f"temperature = {temperature}")
+    n, (low, high) = len(z1), TEMPERATURE_RANGE
+    if n < 2 or not low <= temperature <= high:
+        raise ValueError(f"need N >= 2 pairs and temperature in [{low:g}, {high:g}], got N = "
+                         f"{n}, temperature = {temperature}")
     controls = {
-        "temperature": widgets.FloatLogSlider(
-            value=temperature, base=10, min=-2, max=math.log10(2), step=0.01,
-            description="temperature tau", continuous_update=False,
-            style={"description_width": "initial"}),
+        "temperature": _temperature_slider(temperature),
         "anchor": _slider("anchor", 0, 0, 2 * n - 1, 1, integer=True),
         "n": _slider("pairs N", n, 2, n, 1, integer=True),
     }
@@ -380,47 +282,13 @@ def temperature_explorer(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Ex
 # --- neighbours explorer (05_evaluation_tsne_knn) --------------------------------------------
 
 
-def neighbours_state(index: int, spaces: Mapping[str, tuple[Tensor, Tensor]],
-                     k: int = 8) -> dict[str, Tensor]:
-    """The k bank digits nearest to query ``index`` in each feature space. Taught in 05.
-
-    Nearest means most cosine-similar (``evaluate.nearest_neighbours``), the geometry the kNN
-    classifier reads.
-
-    Args:
-        index: which query, 0 <= index < Q.
-        spaces: name -> (query features (Q, D), bank features (N, D)); D may differ between
-            spaces, Q and N may not.
-        k: neighbours per space, >= 1 (capped at N).
-
-    Returns:
-        {name: int64 (min(k, N),) bank indices, most similar first}, in the order of ``spaces``.
-    """
-    from simclr_teach.evaluate import nearest_neighbours
-
-    if not spaces:
-        raise ValueError("spaces is empty; pass {name: (query_features, bank_features)}")
-    sizes = {(len(q), len(b)) for q, b in spaces.values()}
-    if len(sizes) != 1:
-        raise ValueError(f"every space needs the same queries and bank, got (Q, N) = "
-                         f"{sorted(sizes)}")
-    queries = sizes.pop()[0]
-    if not 0 <= index < queries:
-        raise ValueError(f"index must be in [0, {queries - 1}] (one of the queries), got {index}")
-    return {name: nearest_neighbours(torch.as_tensor(q)[index : index + 1], torch.as_tensor(b),
-                                     k)[1][0]
-            for name, (q, b) in spaces.items()}
-
-
 def _neighbours_compute(spaces: Mapping[str, tuple[Tensor, Tensor]], query_labels: Tensor | None,
                         bank_labels: Tensor | None, values: dict) -> dict:
     neighbours = neighbours_state(values["index"], spaces, values["k"])
     state = {"index": values["index"], "k": values["k"], "neighbours": neighbours}
     if query_labels is not None and bank_labels is not None:
-        label = int(query_labels[values["index"]])
-        state["label"] = label
-        state["agreement"] = {name: int((bank_labels[idx] == label).sum())
-                              for name, idx in neighbours.items()}  # neighbours with its label
+        state["label"] = int(query_labels[values["index"]])
+        state["agreement"] = neighbour_agreement(neighbours, bank_labels, state["label"])
     return state
 
 
@@ -474,38 +342,14 @@ def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
 
 # --- training lab (06_temperature_augmentation_lab) ------------------------------------------
 
-LAB_BATCH_SIZES = (32, 64, 128, 256, 512)
-
-
-def lab_state(values: Mapping, cache_dir: str | Path, base: TrainConfig | None = None,
-              shown: int = 12) -> dict:
-    """What the lab shows for its controls: the run they describe and the stored results.
-
-    Args:
-        values: control values (see ``lab.lab_config``); "train" and other non-config keys of
-            the widget are not passed here.
-        cache_dir: run cache; results are read from ``cache_dir/lab_results.json``.
-        base: the lab's base run (default ``lab.LAB_BASE``). shown: bars for the newest runs.
-
-    Returns:
-        {"config", "key", "row" (this config's stored row or None), "rows" (all, oldest first),
-        "bars" (the newest ``shown``), "curve" (runs with every default transform on)}.
-    """
-    config = lab_config(values, base if base is not None else LAB_BASE)
-    key = config.key(load_mnist(config.data, verbose=False).name)
-    rows = LabResults(Path(cache_dir) / RESULTS_FILE).rows()
-    curve = [r for r in rows if r["ablated"] == "-" and not r["shortcut_bits"] and r["strength"] == 1]
-    return {"config": config, "key": key, "row": next((r for r in rows if r["key"] == key), None),
-            "rows": rows, "bars": rows[-shown:], "curve": curve}
-
 
 def _lab_render(state: dict) -> tuple[bytes, str]:
     config, row = state["config"], state["row"]
     if row is None:
-        now = (f"<b>{describe(config)}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+        now = (f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
                f"{config.epochs} epochs: not trained yet; press <b>Train</b>.")
     else:
-        now = (f"<b>{row['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+        now = (f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
                f"{config.epochs} epochs: leave-one-out kNN <b>{row['loo_knn']:.1%}</b> "
                f"(trained in {row['train_seconds']:.0f} s; Train again is instant).")
     if not state["rows"]:
@@ -541,12 +385,9 @@ def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None =
     base = base if base is not None else LAB_BASE
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     controls: dict[str, widgets.Widget] = {
-        "temperature": widgets.FloatLogSlider(
-            value=base.temperature, base=10, min=-2, max=math.log10(2), step=0.01,
-            description="temperature tau", continuous_update=False,
-            style={"description_width": "initial"}),
+        "temperature": _temperature_slider(base.temperature),
         "batch_size": widgets.SelectionSlider(
-            options=sorted({*LAB_BATCH_SIZES, base.batch_size}), value=base.batch_size,
+            options=sorted({*BATCH_SIZES, base.batch_size}), value=base.batch_size,
             description="batch size N", continuous_update=False,
             style={"description_width": "initial"}),
         "epochs": _slider("epochs", base.epochs, 1, max(30, base.epochs), 1, integer=True),
@@ -579,7 +420,7 @@ def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None =
 
         controls["train"].disabled = True
         try:
-            row = lab_run(config, cache_dir, on_epoch_end=on_epoch_end)
+            row = lab_run(config, cache_dir, on_epoch_end=on_epoch_end, base=base)
         finally:
             controls["train"].disabled = False
         progress.value, progress.description = progress.max, f"done: LOO kNN {row['loo_knn']:.1%}"

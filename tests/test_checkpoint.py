@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from simclr_teach.checkpoint import STALE_SECONDS, atomic_write_text, check_run_folder
+from simclr_teach.checkpoint import check_run_folder
+from simclr_teach.utils import STALE_SECONDS, atomic_write_csv, atomic_write_text
 
 
 def test_written_files_get_the_usual_permissions(tmp_path):
@@ -61,8 +62,6 @@ def test_new_run_folder_is_created(tmp_path):
 
 
 def test_atomic_write_csv_keeps_the_columns_and_rounds(tmp_path):
-    from simclr_teach.checkpoint import atomic_write_csv
-
     path = atomic_write_csv(tmp_path / "t.csv", [{"a": 0.123456, "b": "x", "extra": 1}],
                             ["a", "b"], digits=3)
     assert path.read_text() == "a,b\n0.123,x\n"

@@ -40,7 +40,9 @@ def test_missing_checkpoint_is_one_line(tmp_path):
 
 def test_bad_value_is_one_line(capsys):
     assert main(["train", "--out", "unused", "--temperature", "-1"]) == 1
-    assert "temperature" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "invalid TrainConfig field(s) ['temperature']: [-1.0]" in err
 
 
 def test_nan_weight_decay_is_blamed_on_weight_decay(capsys):

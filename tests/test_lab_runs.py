@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from dataclasses import replace
 
 import pytest
 
@@ -9,8 +12,18 @@ from simclr_teach import lab
 from simclr_teach import train as train_module
 from simclr_teach.augment import AugmentParams
 from simclr_teach.cli import main
-from simclr_teach.lab import (DEFAULT_ON, LAB_BASE, LabResults, ablated, describe, lab_config,
-                              lab_run, sweep, sweep_configs)
+from simclr_teach.lab import (
+    DEFAULT_ON,
+    LAB_BASE,
+    LabResults,
+    ablated,
+    describe,
+    lab_config,
+    lab_run,
+    lab_state,
+    sweep,
+    sweep_configs,
+)
 from simclr_teach.train import TrainConfig
 
 TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,
@@ -36,8 +49,57 @@ def test_ablation_labels():
     assert ablated(no_rotation) == ["rotation"] and describe(no_rotation) == "no rotation"
     assert describe(lab_config({"strength": 0.0})) == "no augmentation"
     assert describe(lab_config({"shortcut_bits": 4})) == "all on, +4 bits"
-    assert set(DEFAULT_ON) == {n for n, v in AugmentParams().__dict__.items()
+    assert set(DEFAULT_ON) == {n for n, v in LAB_BASE.augment.__dict__.items()
                                if v != AugmentParams.at_strength(0).__dict__[n]}
+
+
+@pytest.mark.parametrize("values,label", [
+    ({"rotation": 45.0}, "rotation 45"),                     # was "all on", like rotation 15
+    ({"rotation": 45.0, "noise_ablate": True}, "no noise, rotation 45"),
+    ({"elastic": 1.5}, "elastic 1.5"),                       # off in LAB_BASE, switched on
+    ({"strength": 2.0}, "strength 2"),
+    ({"epochs": 20}, "all on, 20 epochs"),
+    ({"seed": 1, "shortcut_bits": 4}, "all on, seed 1, +4 bits"),
+])
+def test_labels_name_every_control_that_moved(values, label):
+    assert describe(lab_config(values)) == label
+    assert describe(lab_config(values, TINY), TINY) == label  # relative to the base given
+
+
+def test_default_on_follows_lab_base_when_augment_params_defaults_move():
+    code = """
+from simclr_teach.augment import AugmentParams
+defaults = dict(zip(("crop_scale", "rotation", "translate", "shear", "elastic", "noise", "blur",
+                     "erase_p"), AugmentParams.__init__.__defaults__, strict=True))
+AugmentParams.__init__.__defaults__ = tuple({**defaults, "elastic": 1.5, "blur": 1.0}.values())
+assert AugmentParams().elastic == 1.5                      # the defaults moved
+from simclr_teach import lab
+assert lab.DEFAULT_ON == ["crop_scale", "rotation", "translate", "shear", "noise", "erase_p"], (
+    lab.DEFAULT_ON)
+assert len(lab.sweep_configs("ablation")) == len(lab.DEFAULT_ON) + 2
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_lab_curve_holds_only_runs_that_differ_in_tau_and_n(tmp_path):
+    """Other epochs or magnitudes on one line per N would draw jumps between recipes."""
+    runs = {"here": TINY, "tau": replace(TINY, temperature=0.1), "n": replace(TINY, batch_size=256),
+            "epochs": replace(TINY, epochs=2, temperature=0.1),
+            "rotation": replace(TINY, augment=replace(TINY.augment, rotation=45.0)),
+            "ablated": replace(TINY, augment=TINY.augment.disabled("noise"))}
+    store = LabResults(tmp_path / lab.RESULTS_FILE)
+    for name, config in runs.items():
+        store.add(result(config.key("embedded-5k"), label=name, temperature=config.temperature,
+                         batch_size=config.batch_size, epochs=config.epochs, strength=1.0,
+                         ablated="+".join(ablated(config, TINY)) or "-"))
+    state = lab_state({}, tmp_path, TINY)
+    assert state["key"] == TINY.key("embedded-5k")
+    assert [r["label"] for r in state["curve"]] == ["here", "tau", "n"]
+    assert state["row"]["label"] == "here" and state["label"] == "all on"
+    rotated = lab_state({"rotation": 45.0}, tmp_path, TINY)
+    assert [r["label"] for r in rotated["curve"]] == ["rotation"]
+    assert rotated["label"] == "rotation 45"
 
 
 def result(key, **values):
@@ -95,7 +157,7 @@ def test_processes_adding_results_at_once_lose_no_row(tmp_path):
 
 def test_lab_run_trains_once_scores_and_survives_a_restart(tmp_path, monkeypatch):
     epochs = []
-    row = lab_run(TINY, tmp_path, on_epoch_end=lambda h: epochs.append(len(h.epoch)))
+    row = lab_run(TINY, tmp_path, on_epoch_end=lambda h: epochs.append(len(h.epoch)), base=TINY)
     assert epochs == [1]
     assert set(row) == set(lab.COLUMNS) and 0.0 < row["loo_knn"] <= 1.0
     assert row["label"] == "all on" and row["ablated"] == "-"

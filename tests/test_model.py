@@ -1,5 +1,7 @@
 """Shapes of the encoders, the head and SimCLR; preprocess."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -40,12 +42,26 @@ def test_conv_encoder_is_channels_last_and_keeps_it():
     assert h.shape == (3, 16) and z.shape[0] == 3
 
 
-def test_autocast_dtype_per_device():
+def test_autocast_dtype_per_device(monkeypatch):
     from simclr_teach.utils import autocast_dtype
 
     assert autocast_dtype(torch.device("cpu"), enabled=False) is None
-    assert autocast_dtype(torch.device("cpu")) in (None, torch.bfloat16)  # bf16 only if native
     assert autocast_dtype(torch.device("mps")) is None
+    for avx512_bf16, amx, expected in [(False, False, None), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        assert autocast_dtype(torch.device("cpu")) is expected
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").is_file(), reason="reads the CPU flags of Linux")
+def test_autocast_dtype_on_this_cpu_follows_its_flags():
+    """bfloat16 exactly where the CPU computes it natively (AVX512-BF16 or AMX tiles)."""
+    from simclr_teach.utils import autocast_dtype
+
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    expected = torch.bfloat16 if flags & {"avx512_bf16", "amx_tile"} else None
+    assert autocast_dtype(torch.device("cpu")) is expected
 
 
 @pytest.mark.parametrize("images,message", [

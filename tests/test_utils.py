@@ -52,6 +52,14 @@ def test_seed_out_of_range_is_a_clear_error(seed):
         check_seed(seed)
 
 
+def test_seed_everything_leaves_the_environment_alone(monkeypatch):
+    """PYTHONHASHSEED set by a running interpreter does nothing, except leak into subprocesses."""
+    monkeypatch.delenv("PYTHONHASHSEED", raising=False)
+    first = seed_everything(3)
+    assert "PYTHONHASHSEED" not in os.environ
+    assert torch.equal(torch.rand(3, generator=first), torch.rand(3, generator=seed_everything(3)))
+
+
 def test_lock_fails_at_once_while_held_and_frees_after(tmp_path):
     with locked(tmp_path, wait=False):
         with pytest.raises(BlockingIOError, match="busy: try later"):

@@ -1,6 +1,6 @@
-"""Tests of simclr_teach.widgets: the pure callbacks, and the explorers driven by their controls.
-
-Also pins the small helpers these explorers draw on (loss.loss_floor and three plots).
+"""Tests of the explorers of 01 and 02 driven by their controls, and of the pure functions they
+draw on (augment.params_from_controls, augmentation_views, view_similarities and
+loss.temperature_state). Also pins loss.loss_floor and three plots.
 """
 
 from __future__ import annotations
@@ -17,16 +17,19 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from simclr_teach import plots  # noqa: E402
-from simclr_teach.augment import PARAM_RANGES, AugmentParams  # noqa: E402
-from simclr_teach.loss import loss_floor, nt_xent  # noqa: E402
+from simclr_teach.augment import (  # noqa: E402
+    PARAM_RANGES,
+    AugmentParams,
+    augmentation_views,
+    params_from_controls,
+    view_similarities,
+)
+from simclr_teach.loss import loss_floor, nt_xent, temperature_state  # noqa: E402
 from simclr_teach.widgets import (  # noqa: E402
     Explorer,
     augmentation_explorer,
-    augmentation_views,
-    params_from_controls,
+    figure_png,
     temperature_explorer,
-    temperature_state,
-    view_similarities,
 )
 
 PNG = b"\x89PNG"
@@ -231,6 +234,14 @@ def test_temperature_explorer_slider_range_and_errors(projections):
     assert slider.value == pytest.approx(0.01)
     with pytest.raises(ValueError, match="N >= 2"):
         temperature_explorer(projections[0][:1], projections[1][:1])
+
+
+def test_explorer_pictures_have_the_course_dpi():
+    fig = plt.figure(figsize=(2, 1))
+    png = figure_png(fig)
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # IHDR
+    assert (width, height) == (2 * plots.STYLE["figure.dpi"], plots.STYLE["figure.dpi"])
+    assert not plt.get_fignums()                              # closed, not shown a second time
 
 
 # --- helpers added for these notebooks: loss.loss_floor and three plots -----------------------

@@ -1,11 +1,13 @@
 """The training lab widget (06): controls -> config, Train -> a stored, plotted run."""
 
 import pytest
+import torch
 
 from simclr_teach import lab
 from simclr_teach import train as train_module
+from simclr_teach.lab import lab_state
 from simclr_teach.train import TrainConfig
-from simclr_teach.widgets import lab_state, training_lab
+from simclr_teach.widgets import training_lab
 
 TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,
                    warmup_epochs=0, device="cpu")
@@ -51,3 +53,15 @@ def test_training_lab_controls_train_and_cache(tmp_path, monkeypatch):
     assert restarted.state["row"] is None and "not trained yet" in restarted.caption.value
     explorer.close()
     restarted.close()
+
+
+def test_lab_and_temperature_explorer_share_one_slider_and_the_sweep_batch_sizes(tmp_path):
+    from simclr_teach.widgets import temperature_explorer
+
+    explorer = training_lab(tmp_path, base=TINY)
+    tau = explorer.controls["temperature"]
+    other = temperature_explorer(torch.randn(4, 3), torch.randn(4, 3)).controls["temperature"]
+    assert (tau.min, tau.max, tau.base, tau.step) == (other.min, other.max, other.base, other.step)
+    assert explorer.controls["batch_size"].options == tuple(sorted({*lab.BATCH_SIZES,
+                                                                    TINY.batch_size}))
+    explorer.close()

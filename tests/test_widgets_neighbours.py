@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from simclr_teach.widgets import Explorer, neighbours_explorer, neighbours_state  # noqa: E402
+from simclr_teach.evaluate import neighbour_agreement, neighbours_state  # noqa: E402
+from simclr_teach.widgets import Explorer, neighbours_explorer  # noqa: E402
 
 PNG = b"\x89PNG"
 
@@ -66,6 +67,16 @@ def test_neighbours_state_finds_the_same_class_in_a_good_space(setting):
     for index, label in enumerate(setting["query_labels"]):
         found = neighbours_state(index, setting["spaces"], 8)["learned"]
         assert (setting["bank_labels"][found] == label).all()
+
+
+def test_neighbour_agreement_counts_the_query_label(setting):
+    neighbours = neighbours_state(2, setting["spaces"], 6)
+    label = int(setting["query_labels"][2])
+    counts = neighbour_agreement(neighbours, setting["bank_labels"], label)
+    assert list(counts) == list(neighbours)
+    for name, indices in neighbours.items():
+        assert counts[name] == sum(int(setting["bank_labels"][i]) == label for i in indices)
+    assert counts["learned"] == 6                             # the good space finds its class
 
 
 def test_neighbours_state_errors(setting):
