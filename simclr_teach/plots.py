@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, NullLocator
 from torch import Tensor
 
 # Okabe & Ito's colour-blind-safe palette: blue, vermillion, bluish green, orange, sky blue,
@@ -140,6 +141,10 @@ def training_curves(history: object, knn_reference: Mapping[str, float] | None =
     (loss_ax, top1_ax), (knn_ax, lr_ax) = axes
     loss_ax.plot(epoch, _field(history, "loss"), marker=".", color=PALETTE[0])
     loss_ax.set(title="NT-Xent loss (log scale)", xlabel="epoch", yscale="log")
+    loss = [v for v in _field(history, "loss") if v > 0]
+    loss_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 4, not 4 x 10^0
+    if loss and max(loss) < 10 * min(loss):  # within a decade: label the minor ticks too
+        loss_ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
     top1_ax.plot(epoch, _field(history, "top1"), marker=".", color=PALETTE[0])
     if top1_chance is not None:
         top1_ax.axhline(top1_chance, color=GREY, linestyle="--", label="chance, 1 / (2N - 1)")
@@ -251,6 +256,9 @@ def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]]
                     label=name)
     if logx:
         ax.set_xscale("log")
+        if len(x) <= 8:  # few points: tick exactly at them, in plain numbers
+            ax.set_xticks(list(x), [f"{v:g}" for v in x])
+            ax.xaxis.set_minor_locator(NullLocator())
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     if series:
@@ -485,10 +493,10 @@ def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping]
             left.legend(title="batch size", loc="lower left")
     if right is not None:
         _bar_panel(right, bar_rows, highlight)
-        if noise is not None:
+        if noise is not None:  # named in the axis label: a legend would cover the bars
             right.axvspan(100 * (noise[0] - noise[1]), 100 * (noise[0] + noise[1]), color=GREY,
-                          alpha=0.25, label="seed noise of the base run (mean ± std)")
-            right.legend(loc="lower right")
+                          alpha=0.25)
+            right.set_xlabel("leave-one-out kNN of h (%); grey: seed noise, mean ± std")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
