@@ -61,5 +61,9 @@ bench: setup  ## benchmarks (see benchmarks/README.md)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) -m benchmarks
 
+lint: setup  ## ruff: the lint rules and the formatting of pyproject.toml (notebooks excluded)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
 clean:
 	rm -rf runs artifacts .pytest_cache

@@ -18,18 +18,32 @@ from simclr_teach.utils import use_free_cores
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(DEFAULT),
-                        help=f"comma-separated subset of {', '.join(BENCHMARKS)} "
-                             f"(default: {','.join(DEFAULT)}; 'suite' runs make test, ~long)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny sizes: checks the harness runs, the numbers mean nothing")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(DEFAULT),
+        help=f"comma-separated subset of {', '.join(BENCHMARKS)} "
+        f"(default: {','.join(DEFAULT)}; 'suite' runs make test, ~long)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny sizes: checks the harness runs, the numbers mean nothing",
+    )
     parser.add_argument("--out", default=str(RESULTS), help="results folder (default: %(default)s)")
-    parser.add_argument("--variant", action="append", default=[], metavar="FIELD=VALUE,...",
-                        help="time_to_accuracy: also train TrainConfig(FIELD=VALUE, ...); "
-                             "repeatable, e.g. --variant width=16 "
-                             "--variant 'temperature=0.2,epochs=10'")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE,...",
+        help="time_to_accuracy: also train TrainConfig(FIELD=VALUE, ...); "
+        "repeatable, e.g. --variant width=16 "
+        "--variant 'temperature=0.2,epochs=10'",
+    )
     args = parser.parse_args(argv)
     args.only = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in args.only if name not in BENCHMARKS]
@@ -41,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     use_free_cores()  # once, as a notebook does; the machine line below records the choice
-    use_style()       # figures in the course's one style
+    use_style()  # figures in the course's one style
     print(f"# Benchmarks\n\nMachine: {describe_machine(machine_info())}.\n", flush=True)
     for name in args.only:
         module = importlib.import_module(BENCHMARKS[name])

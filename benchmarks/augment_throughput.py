@@ -42,8 +42,13 @@ FAMILIES = {  # name -> the AugmentParams both pipelines use
 
 
 def _per_sample_epoch(images: torch.Tensor, params: AugmentParams, workers: int, batch: int):
-    loader = DataLoader(TwoViews(images, view_transform(params=params)), batch_size=batch,
-                        shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+    loader = DataLoader(
+        TwoViews(images, view_transform(params=params)),
+        batch_size=batch,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
 
     def epoch() -> None:
         if workers == 0:
@@ -58,7 +63,7 @@ def _per_sample_epoch(images: torch.Tensor, params: AugmentParams, workers: int,
 
 
 def _batched_epochs(images: torch.Tensor, params: AugmentParams, batch: int, epochs: int):
-    data = preprocess(images)                     # (E, 1, 28, 28) float, as train_simclr
+    data = preprocess(images)  # (E, 1, 28, 28) float, as train_simclr
     augment = BatchAugment(params=params)
     generator = torch.Generator().manual_seed(0)
 
@@ -66,7 +71,7 @@ def _batched_epochs(images: torch.Tensor, params: AugmentParams, batch: int, epo
         for _ in range(epochs):
             order = torch.randperm(len(data), generator=generator)
             for start in range(0, len(data), batch):
-                x = data[order[start:start + batch]]
+                x = data[order[start : start + batch]]
                 augment(x, generator), augment(x, generator)  # two views, as in training
 
     return run_epochs
@@ -77,8 +82,14 @@ def _one_thread(function) -> None:
         function()
 
 
-def _measure_family(images: torch.Tensor, params: AugmentParams, batch: int, repeats: int,
-                    batched_epochs: int, per_sample_digits: int) -> dict[str, Any]:
+def _measure_family(
+    images: torch.Tensor,
+    params: AugmentParams,
+    batch: int,
+    repeats: int,
+    batched_epochs: int,
+    per_sample_digits: int,
+) -> dict[str, Any]:
     """Interleaved timings of the three pipelines for one family; their workers end on return."""
     subset = images[:per_sample_digits]
     variants, work = {}, {}
@@ -91,10 +102,16 @@ def _measure_family(images: torch.Tensor, params: AugmentParams, batch: int, rep
     variants["BatchAugment, 1 thread"] = lambda: _one_thread(batched)
     work["BatchAugment"] = work["BatchAugment, 1 thread"] = 2 * len(images) * batched_epochs
     times = interleaved(variants, repeats, warmup=1)
-    rates = {name: {k: work[name] / v for k, v in stats(t).items() if k != "repeats"}
-             for name, t in times.items()}
-    return {"params": params.__dict__, "seconds": times, "views_per_call": work,
-            "views_per_second": rates}
+    rates = {
+        name: {k: work[name] / v for k, v in stats(t).items() if k != "repeats"}
+        for name, t in times.items()
+    }
+    return {
+        "params": params.__dict__,
+        "seconds": times,
+        "views_per_call": work,
+        "views_per_second": rates,
+    }
 
 
 def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
@@ -115,14 +132,30 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         best_batched = max(rates[n]["best"] for n in rates if n.startswith("BatchAugment"))
         ratio = best_batched / best_sample
         for name, rate in rates.items():
-            rows.append([family, name, f"{rate['best']:,.0f}", f"{rate['median']:,.0f}",
-                         f"{rate['best'] / best_sample:.1f}x"])
+            rows.append(
+                [
+                    family,
+                    name,
+                    f"{rate['best']:,.0f}",
+                    f"{rate['median']:,.0f}",
+                    f"{rate['best'] / best_sample:.1f}x",
+                ]
+            )
         data[family] = {**measured, "ratio_best": ratio}
-        add_target(result, f"best BatchAugment / best per-sample, {family}", ratio,
-                   f">= {TARGET:.0f}x", ratio >= TARGET)
-    add_table(result, f"Views per second (batch {batch}, 2 views per digit; best and median of "
-              f"{repeats} interleaved rounds)",
-              ["family", "pipeline", "views/s best", "views/s median", "vs best per-sample"], rows)
+        add_target(
+            result,
+            f"best BatchAugment / best per-sample, {family}",
+            ratio,
+            f">= {TARGET:.0f}x",
+            ratio >= TARGET,
+        )
+    add_table(
+        result,
+        f"Views per second (batch {batch}, 2 views per digit; best and median of "
+        f"{repeats} interleaved rounds)",
+        ["family", "pipeline", "views/s best", "views/s median", "vs best per-sample"],
+        rows,
+    )
     result["notes"] += [
         "Both pipelines draw the same transform family (same AugmentParams); the target ratio is "
         "the best BatchAugment row over the best per-sample row, from best times measured in "

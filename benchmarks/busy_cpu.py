@@ -28,8 +28,8 @@ import os
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from statistics import median
 from typing import Any
 
@@ -71,8 +71,12 @@ def child(epochs: int, tsne_points: int) -> dict[str, Any]:
         start = time.perf_counter()
         tsne(h[-tsne_points:], seed=0)
         seconds["tsne"] = time.perf_counter() - start
-    return {"seconds": seconds, "total": sum(seconds.values()), "threads": torch.get_num_threads(),
-            "other_cores": load["other_cores"]}
+    return {
+        "seconds": seconds,
+        "total": sum(seconds.values()),
+        "threads": torch.get_num_threads(),
+        "other_cores": load["other_cores"],
+    }
 
 
 @contextmanager
@@ -94,11 +98,20 @@ def measure(policy: str, busy: bool, epochs: int, tsne_points: int) -> dict[str,
     env = {key: value for key, value in os.environ.items() if key != "OMP_NUM_THREADS"}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     env["SIMCLR_TEACH_THREADS"] = str(cores) if policy == "all" else "auto"
-    command = [sys.executable, "-m", "benchmarks.busy_cpu", "--child", "--epochs", str(epochs),
-               "--tsne-points", str(tsne_points)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.busy_cpu",
+        "--child",
+        "--epochs",
+        str(epochs),
+        "--tsne-points",
+        str(tsne_points),
+    ]
     with busy_loop(busy):
-        done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(
+            command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
     if done.returncode != 0:
         raise RuntimeError(f"busy_cpu child failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -108,13 +121,15 @@ def run(quick: bool = False, out_dir: str | None = None) -> dict[str, Any]:
     epochs, tsne_points, rounds = (1, 200, 1) if quick else (5, 1000, 2)
     result = new_result("busy_cpu", "A busy CPU: the course with one core kept busy", quick)
     cases = [(name, busy) for busy in (False, True) for name in POLICIES]
-    runs: dict[str, list[dict[str, Any]]] = {f"{name}, {'busy' if busy else 'idle'}": []
-                                             for name, busy in cases}
+    runs: dict[str, list[dict[str, Any]]] = {
+        f"{name}, {'busy' if busy else 'idle'}": [] for name, busy in cases
+    }
     for round_index in range(rounds):
         shift = round_index % len(cases)  # rotate who goes first
         for name, busy in cases[shift:] + cases[:shift]:
             runs[f"{name}, {'busy' if busy else 'idle'}"].append(
-                measure(POLICIES[name], busy, epochs, tsne_points))
+                measure(POLICIES[name], busy, epochs, tsne_points)
+            )
 
     def best(case: str) -> float:  # noise only adds time
         return min(r["total"] for r in runs[case])
@@ -123,19 +138,38 @@ def run(quick: bool = False, out_dir: str | None = None) -> dict[str, Any]:
     for case, measured in runs.items():
         fastest = min(measured, key=lambda r: r["total"])
         idle_case = case.replace("busy", "idle")
-        rows.append([case, fastest["threads"], f"{fastest['other_cores']:.2f}",
-                     *(f"{fastest['seconds'][phase]:.1f}" for phase in PHASES),
-                     f"{fastest['total']:.1f}", f"{median(r['total'] for r in measured):.1f}",
-                     f"{best(case) / best(idle_case):.2f}x"])
-    add_table(result, f"Seconds of one run (default recipe, {epochs} epochs; embed 5,000 digits; "
-                      f"probe on h; t-SNE of {tsne_points}), best of {rounds} interleaved rounds",
-              ["case", "threads", "other cores busy", *PHASES, "total", "total median",
-               "vs same policy idle"], rows)
+        rows.append(
+            [
+                case,
+                fastest["threads"],
+                f"{fastest['other_cores']:.2f}",
+                *(f"{fastest['seconds'][phase]:.1f}" for phase in PHASES),
+                f"{fastest['total']:.1f}",
+                f"{median(r['total'] for r in measured):.1f}",
+                f"{best(case) / best(idle_case):.2f}x",
+            ]
+        )
+    add_table(
+        result,
+        f"Seconds of one run (default recipe, {epochs} epochs; embed 5,000 digits; "
+        f"probe on h; t-SNE of {tsne_points}), best of {rounds} interleaved rounds",
+        [
+            "case",
+            "threads",
+            "other cores busy",
+            *PHASES,
+            "total",
+            "total median",
+            "vs same policy idle",
+        ],
+        rows,
+    )
     now_busy = best("free cores (now), busy") / best("free cores (now), idle")
     idle_cost = best("free cores (now), idle") / best("all cores (before), idle")
     add_target(result, "free cores, one core busy / idle", now_busy, "<= 1.8x", now_busy <= 1.8)
-    add_target(result, "free cores / all cores, idle machine", idle_cost, "<= 1.10x",
-               idle_cost <= 1.10)
+    add_target(
+        result, "free cores / all cores, idle machine", idle_cost, "<= 1.10x", idle_cost <= 1.10
+    )
     before_busy = best("all cores (before), busy") / best("all cores (before), idle")
     result["notes"] += [
         f"Before (threads on every core), one busy core made the run {before_busy:.2f}x slower.",

@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,9 +66,11 @@ def machine_info() -> dict[str, Any]:
 
 def describe_machine(info: Mapping[str, Any]) -> str:
     """One line for a table caption."""
-    return (f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
-            f"torch {info['torch']} ({info['torch_threads']} threads), Python {info['python']}, "
-            f"load average {info['load_average_1min']} at start, {info['date']}")
+    return (
+        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+        f"torch {info['torch']} ({info['torch_threads']} threads), Python {info['python']}, "
+        f"load average {info['load_average_1min']} at start, {info['date']}"
+    )
 
 
 @contextmanager
@@ -83,8 +84,9 @@ def num_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def interleaved(variants: Mapping[str, Callable[[], Any]], repeats: int,
-                warmup: int = 1) -> dict[str, list[float]]:
+def interleaved(
+    variants: Mapping[str, Callable[[], Any]], repeats: int, warmup: int = 1
+) -> dict[str, list[float]]:
     """Seconds per call of each variant, measured side by side.
 
     Args:
@@ -122,6 +124,7 @@ def timeit(function: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[s
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub markdown table; floats are printed as given (format them before). A "|" inside
     a cell is escaped, so it cannot split the cell."""
+
     def line(cells: Sequence[Any]) -> str:
         return "| " + " | ".join(str(cell).replace("|", "\\|") for cell in cells) + " |"
 
@@ -132,14 +135,28 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
 
 def new_result(name: str, title: str, quick: bool) -> dict[str, Any]:
     """The dict every benchmark fills: tables, targets, notes and raw data, saved as JSON."""
-    return {"name": name, "title": title, "quick": quick, "machine": machine_info(),
-            "tables": [], "targets": [], "notes": [], "data": {}}
+    return {
+        "name": name,
+        "title": title,
+        "quick": quick,
+        "machine": machine_info(),
+        "tables": [],
+        "targets": [],
+        "notes": [],
+        "data": {},
+    }
 
 
-def add_table(result: dict, title: str, headers: Sequence[str],
-              rows: Sequence[Sequence[Any]]) -> None:
-    result["tables"].append({"title": title, "headers": list(headers),
-                             "rows": [[str(cell) for cell in row] for row in rows]})
+def add_table(
+    result: dict, title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    result["tables"].append(
+        {
+            "title": title,
+            "headers": list(headers),
+            "rows": [[str(cell) for cell in row] for row in rows],
+        }
+    )
 
 
 def add_target(result: dict, what: str, value: float | None, goal: str, met: bool | None) -> None:
@@ -154,10 +171,20 @@ def render(result: Mapping[str, Any]) -> str:
         parts.append("**--quick run: tiny sizes, the numbers mean nothing.**")
     parts.append("")
     if result["targets"]:
-        parts.append(markdown_table(
-            ["target", "measured", "goal", "holds"],
-            [[t["what"], "-" if t["value"] is None else f"{t['value']:.3g}", t["goal"],
-              {True: "yes", False: "**no**", None: "n/a"}[t["met"]]] for t in result["targets"]]))
+        parts.append(
+            markdown_table(
+                ["target", "measured", "goal", "holds"],
+                [
+                    [
+                        t["what"],
+                        "-" if t["value"] is None else f"{t['value']:.3g}",
+                        t["goal"],
+                        {True: "yes", False: "**no**", None: "n/a"}[t["met"]],
+                    ]
+                    for t in result["targets"]
+                ],
+            )
+        )
         parts.append("")
     for table in result["tables"]:
         parts += [f"**{table['title']}**", "", markdown_table(table["headers"], table["rows"]), ""]
@@ -175,7 +202,16 @@ def save(result: Mapping[str, Any], out_dir: str | Path = RESULTS) -> Path:
     return path
 
 
-ORDER = ["augment", "loss", "train", "time_to_accuracy", "frontier", "peer", "busy_cpu", "suite"]  # order of the summary
+ORDER = [
+    "augment",
+    "loss",
+    "train",
+    "time_to_accuracy",
+    "frontier",
+    "peer",
+    "busy_cpu",
+    "suite",
+]  # order of the summary
 
 
 def write_summary(out_dir: str | Path = RESULTS) -> Path:
@@ -183,9 +219,11 @@ def write_summary(out_dir: str | Path = RESULTS) -> Path:
     out_dir = Path(out_dir)
     results = [json.loads(path.read_text()) for path in sorted(out_dir.glob("*.json"))]
     results.sort(key=lambda r: ORDER.index(r["name"]) if r["name"] in ORDER else len(ORDER))
-    header = ("# Benchmark results\n\nWritten by `make bench` (`python -m benchmarks`); see "
-              "benchmarks/README.md for what each number means and how it is measured. Each "
-              "section names the machine and the date it was measured on.\n")
+    header = (
+        "# Benchmark results\n\nWritten by `make bench` (`python -m benchmarks`); see "
+        "benchmarks/README.md for what each number means and how it is measured. Each "
+        "section names the machine and the date it was measured on.\n"
+    )
     path = out_dir / "summary.md"
     path.write_text(header + "".join("\n" + render(r) for r in results))
     return path

@@ -29,11 +29,32 @@ from simclr_teach.utils import atomic_write_csv, other_load
 # Every field spelled out: the recipes stay what they were when TrainConfig's defaults move.
 # This is the course's default run before the frontier (2026-11-28).
 BASE: dict[str, Any] = dict(
-    data="embedded", encoder="conv", width=32, proj_hidden=128, proj_dim=64, epochs=15,
-    batch_size=32, temperature=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-    warmup_epochs=2, strength=1.0, seed=0, amp=True,
-    augment=AugmentParams(crop_scale=0.6, rotation=15.0, translate=0.1, shear=10.0, elastic=0.0,
-                          noise=0.1, blur=0.0, erase_p=0.25))
+    data="embedded",
+    encoder="conv",
+    width=32,
+    proj_hidden=128,
+    proj_dim=64,
+    epochs=15,
+    batch_size=32,
+    temperature=0.2,
+    optimizer="adamw",
+    lr=2e-3,
+    weight_decay=1e-4,
+    warmup_epochs=2,
+    strength=1.0,
+    seed=0,
+    amp=True,
+    augment=AugmentParams(
+        crop_scale=0.6,
+        rotation=15.0,
+        translate=0.1,
+        shear=10.0,
+        elastic=0.0,
+        noise=0.1,
+        blur=0.0,
+        erase_p=0.25,
+    ),
+)
 
 # One recipe per row: a name and its changes from BASE (augment: changed AugmentParams fields).
 RECIPES: list[tuple[str, dict[str, Any]]] = [
@@ -41,26 +62,60 @@ RECIPES: list[tuple[str, dict[str, Any]]] = [
     ("90 epochs", {"epochs": 90}),
     ("90 epochs, N 64", {"epochs": 90, "batch_size": 64}),
     ("60 epochs, tau 0.1", {"epochs": 60, "temperature": 0.1}),
-    ("90 epochs, N 128, tau 0.5, lr 4e-3",
-     {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3}),
-    ("120 epochs, N 128, tau 0.5, lr 4e-3",
-     {"epochs": 120, "batch_size": 128, "temperature": 0.5, "lr": 4e-3}),
-    ("90 epochs, N 128, tau 1, lr 4e-3",
-     {"epochs": 90, "batch_size": 128, "temperature": 1.0, "lr": 4e-3}),
-    ("90 epochs, N 128, tau 0.5, lr 4e-3, seed 1",
-     {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3, "seed": 1}),
-    ("90 epochs, N 128, tau 0.5, lr 4e-3, strength 1.5",
-     {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3, "strength": 1.5}),
-    ("90 epochs, N 128, tau 0.5, lr 4e-3, crop 0.4",
-     {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3,
-      "augment": {"crop_scale": 0.4}}),
-    ("90 epochs, N 128, tau 0.5, lr 4e-3, elastic 1.5",
-     {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3,
-      "augment": {"elastic": 1.5}}),
+    (
+        "90 epochs, N 128, tau 0.5, lr 4e-3",
+        {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3},
+    ),
+    (
+        "120 epochs, N 128, tau 0.5, lr 4e-3",
+        {"epochs": 120, "batch_size": 128, "temperature": 0.5, "lr": 4e-3},
+    ),
+    (
+        "90 epochs, N 128, tau 1, lr 4e-3",
+        {"epochs": 90, "batch_size": 128, "temperature": 1.0, "lr": 4e-3},
+    ),
+    (
+        "90 epochs, N 128, tau 0.5, lr 4e-3, seed 1",
+        {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3, "seed": 1},
+    ),
+    (
+        "90 epochs, N 128, tau 0.5, lr 4e-3, strength 1.5",
+        {"epochs": 90, "batch_size": 128, "temperature": 0.5, "lr": 4e-3, "strength": 1.5},
+    ),
+    (
+        "90 epochs, N 128, tau 0.5, lr 4e-3, crop 0.4",
+        {
+            "epochs": 90,
+            "batch_size": 128,
+            "temperature": 0.5,
+            "lr": 4e-3,
+            "augment": {"crop_scale": 0.4},
+        },
+    ),
+    (
+        "90 epochs, N 128, tau 0.5, lr 4e-3, elastic 1.5",
+        {
+            "epochs": 90,
+            "batch_size": 128,
+            "temperature": 0.5,
+            "lr": 4e-3,
+            "augment": {"elastic": 1.5},
+        },
+    ),
 ]
 KS = (5, 20)
-COLUMNS = ["recipe", "seconds", "loo_h_k5", "loo_h_k20", "loo_z_k5", "loo_z_k20", "best",
-           "final_loss", "other_cores", "key"]
+COLUMNS = [
+    "recipe",
+    "seconds",
+    "loo_h_k5",
+    "loo_h_k20",
+    "loo_z_k5",
+    "loo_z_k20",
+    "best",
+    "final_loss",
+    "other_cores",
+    "key",
+]
 
 
 def config_of(changes: dict[str, Any]):
@@ -72,8 +127,12 @@ def config_of(changes: dict[str, Any]):
     return TrainConfig(**{**BASE, **changes, "augment": augment})
 
 
-def score(name: str, changes: dict[str, Any], cache_dir: Path | None,
-          earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+def score(
+    name: str,
+    changes: dict[str, Any],
+    cache_dir: Path | None,
+    earlier: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train (or load) one recipe; leave-one-out kNN of h and z over the training digits.
 
     ``earlier``: this recipe's row of the previous CSV, whose ``other_cores`` is kept when the
@@ -92,11 +151,19 @@ def score(name: str, changes: dict[str, Any], cache_dir: Path | None,
         model, history = load_or_train(config, cache_dir, progress=False, monitor=False)
     row: dict[str, Any] = {"recipe": name, "seconds": round(history.seconds[-1], 1)}
     for use in ("h", "z"):
-        features = embed(model, data.train_images, use)                    # (4000, D)
+        features = embed(model, data.train_images, use)  # (4000, D)
         for k in KS:
-            row[f"loo_{use}_k{k}"] = round(knn_accuracy(
-                features, data.train_labels, features, data.train_labels, k=k,
-                leave_one_out=True), 4)
+            row[f"loo_{use}_k{k}"] = round(
+                knn_accuracy(
+                    features,
+                    data.train_labels,
+                    features,
+                    data.train_labels,
+                    k=k,
+                    leave_one_out=True,
+                ),
+                4,
+            )
     row["best"] = max(v for key, v in row.items() if key.startswith("loo_"))
     row["final_loss"] = round(history.loss[-1], 3)
     row["other_cores"] = (earlier or {}).get("other_cores", "") if cached else load["other_cores"]
@@ -104,15 +171,21 @@ def score(name: str, changes: dict[str, Any], cache_dir: Path | None,
     return row
 
 
-def run(quick: bool = False, out_dir: str | Path | None = None,
-        recipes: list[tuple[str, dict[str, Any]]] | None = None,
-        cache_dir: str | Path | None = None) -> dict[str, Any]:
-    result = new_result("frontier", "Time-accuracy frontier of SimCLR recipes (validation kNN)",
-                        quick)
+def run(
+    quick: bool = False,
+    out_dir: str | Path | None = None,
+    recipes: list[tuple[str, dict[str, Any]]] | None = None,
+    cache_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    result = new_result(
+        "frontier", "Time-accuracy frontier of SimCLR recipes (validation kNN)", quick
+    )
     recipes = RECIPES if recipes is None else recipes
     if quick:  # tiny runs in a throwaway cache: checks the harness, the numbers mean nothing
-        recipes = [(name, {**changes, "epochs": 1, "width": 4, "batch_size": 512})
-                   for name, changes in recipes[:2]]
+        recipes = [
+            (name, {**changes, "epochs": 1, "width": 4, "batch_size": 512})
+            for name, changes in recipes[:2]
+        ]
         cache_dir = Path(out_dir or ".") / "frontier-cache"
     earlier = {}
     if out_dir is not None and (Path(out_dir) / "frontier.csv").is_file():
@@ -120,8 +193,7 @@ def run(quick: bool = False, out_dir: str | Path | None = None,
             earlier = {row["recipe"]: row for row in csv.DictReader(f)}
     rows = []
     for name, changes in recipes:
-        rows.append(score(name, changes, Path(cache_dir) if cache_dir else None,
-                          earlier.get(name)))
+        rows.append(score(name, changes, Path(cache_dir) if cache_dir else None, earlier.get(name)))
         print(f"frontier: {rows[-1]}", flush=True)
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -130,11 +202,17 @@ def run(quick: bool = False, out_dir: str | Path | None = None,
         fig = plots.frontier(rows)
         fig.savefig(out_dir / "frontier.png")
         plt.close(fig)
-    add_table(result, "leave-one-out kNN over the 4,000 training digits (never the test split)",
-              COLUMNS, [[row[c] for c in COLUMNS] for row in rows])
-    result["notes"].append("seconds: training wall time recorded when the recipe trained "
-                           "(cached runs keep theirs); other_cores: how many cores other "
-                           "processes kept busy meanwhile (0 = idle machine; above ~0.2 the "
-                           "seconds are inflated by sharing the 2 cores)")
+    add_table(
+        result,
+        "leave-one-out kNN over the 4,000 training digits (never the test split)",
+        COLUMNS,
+        [[row[c] for c in COLUMNS] for row in rows],
+    )
+    result["notes"].append(
+        "seconds: training wall time recorded when the recipe trained "
+        "(cached runs keep theirs); other_cores: how many cores other "
+        "processes kept busy meanwhile (0 = idle machine; above ~0.2 the "
+        "seconds are inflated by sharing the 2 cores)"
+    )
     result["data"]["rows"] = rows
     return result

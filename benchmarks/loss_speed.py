@@ -44,9 +44,9 @@ from benchmarks.common import (
 from simclr_teach.loss import nt_xent, nt_xent_fused, positive_index
 
 NAME, TITLE = "loss", "Loss speed (item 3): NT-Xent forward + backward and peak memory"
-TARGET = 0.75            # nt_xent time / lightly time, at most
+TARGET = 0.75  # nt_xent time / lightly time, at most
 TEMPERATURE, DIM = 0.5, 128
-CAP_GIB = 4.0            # address-space headroom of a memory subprocess
+CAP_GIB = 4.0  # address-space headroom of a memory subprocess
 PML_PROBE = (128, 256, 512)
 TARGET_SIZES = (1024, 4096)  # N of the time target; 256 is the course's batch, for information
 
@@ -79,22 +79,25 @@ def make_loss(name: str, temperature: float = TEMPERATURE) -> Callable[[Tensor, 
 
         pml_loss = PMLNTXentLoss(temperature=temperature)  # pairs = embeddings sharing a label
         return lambda z1, z2: pml_loss(torch.cat([z1, z2]), torch.arange(len(z1)).repeat(2))
-    raise ValueError(f"unknown implementation {name!r}; use nt_xent, nt_xent_fused, lightly "
-                     "or pml")
+    raise ValueError(f"unknown implementation {name!r}; use nt_xent, nt_xent_fused, lightly or pml")
 
 
 def inputs(n: int, d: int = DIM, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Leaf projections z1, z2 of shape (n, d), requiring gradients."""
     generator = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, d, generator=generator).requires_grad_(),
-            torch.randn(n, d, generator=generator).requires_grad_())
+    return (
+        torch.randn(n, d, generator=generator).requires_grad_(),
+        torch.randn(n, d, generator=generator).requires_grad_(),
+    )
 
 
 def step(loss_fn: Callable, z1: Tensor, z2: Tensor) -> Callable[[], None]:
     """One timed unit: forward and backward from fresh gradients."""
+
     def call() -> None:
         z1.grad = z2.grad = None
         loss_fn(z1, z2).backward()
+
     return call
 
 
@@ -104,17 +107,20 @@ def check_values(names: list[str], n: int) -> dict[str, dict[str, float]]:
     z1, z2 = inputs(n)
     a, b = z1.detach().double().requires_grad_(), z2.detach().double().requires_grad_()
     logits = F.normalize(torch.cat([a, b]), dim=1) @ F.normalize(torch.cat([a, b]), dim=1).T
-    oracle = F.cross_entropy(logits.fill_diagonal_(float("-inf")) / TEMPERATURE,
-                             positive_index(n))
+    oracle = F.cross_entropy(logits.fill_diagonal_(float("-inf")) / TEMPERATURE, positive_index(n))
     oracle.backward()
     out = {}
     for name in names:
         z1.grad = z2.grad = None
         loss = make_loss(name)(z1, z2)
         loss.backward()
-        out[name] = {"loss": loss.item(), "loss_error": abs(loss.item() - oracle.item()),
-                     "grad_error": max((z1.grad - a.grad).abs().max().item(),
-                                       (z2.grad - b.grad).abs().max().item())}
+        out[name] = {
+            "loss": loss.item(),
+            "loss_error": abs(loss.item() - oracle.item()),
+            "grad_error": max(
+                (z1.grad - a.grad).abs().max().item(), (z2.grad - b.grad).abs().max().item()
+            ),
+        }
     return out
 
 
@@ -140,21 +146,34 @@ def memory_child(name: str, n: int, cap_gib: float) -> dict[str, Any]:
     try:
         call()
     except (RuntimeError, MemoryError) as error:
-        return {"ok": False, "error": str(error).splitlines()[0][:200],
-                "peak_mib": _status_mib("VmHWM") - base}
+        return {
+            "ok": False,
+            "error": str(error).splitlines()[0][:200],
+            "peak_mib": _status_mib("VmHWM") - base,
+        }
     seconds = time.perf_counter() - start
     return {"ok": True, "seconds": seconds, "peak_mib": _status_mib("VmHWM") - base}
 
 
 def measure_memory(name: str, n: int, cap_gib: float = CAP_GIB) -> dict[str, Any]:
     """memory_child in a subprocess (a fresh allocator and a fresh high-water mark)."""
-    command = [sys.executable, "-m", "benchmarks.loss_speed", "--memory", name, str(n),
-               str(cap_gib)]
+    command = [
+        sys.executable,
+        "-m",
+        "benchmarks.loss_speed",
+        "--memory",
+        name,
+        str(n),
+        str(cap_gib),
+    ]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
-        return {"ok": False, "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}",
-                "peak_mib": None}
+        return {
+            "ok": False,
+            "error": f"exit {done.returncode}: {done.stderr.strip()[-300:]}",
+            "peak_mib": None,
+        }
     return json.loads(lines[-1])
 
 
@@ -171,8 +190,9 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         sizes, pml_probe, cap = (256, 1024, 4096), PML_PROBE, CAP_GIB
     names = [name for name in ("nt_xent", "nt_xent_fused", "lightly") if available(name)]
     if "lightly" not in names:
-        result["notes"].append("lightly is not installed: "
-                               "`pip install -r benchmarks/requirements.txt`.")
+        result["notes"].append(
+            "lightly is not installed: `pip install -r benchmarks/requirements.txt`."
+        )
     rows, data = [], {"sizes": {}}
     for n in sizes:
         repeats = 3 if quick else max(5, 15 * 1024 // n)
@@ -180,33 +200,59 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         calls = {name: step(make_loss(name), *inputs(n)) for name in names}
         times = interleaved(calls, repeats, warmup=1)
         measured = [] if quick else names  # quick: the probe below covers the subprocess
-        memory = {name: measure_memory(name, n) if name in measured else {"peak_mib": None}
-                  for name in names}
+        memory = {
+            name: measure_memory(name, n) if name in measured else {"peak_mib": None}
+            for name in names
+        }
         timing = {name: stats(t) for name, t in times.items()}
         base = timing.get("lightly")
         for name in names:
             ratio = timing[name]["best"] / base["best"] if base else None
-            rows.append([f"{n:,}", name, f"{1000 * timing[name]['best']:,.1f}",
-                         f"{1000 * timing[name]['median']:,.1f}",
-                         "-" if ratio is None else f"{ratio:.2f}",
-                         _fmt_mib(memory[name]["peak_mib"]),
-                         f"{checks[name]['loss_error']:.1e}", f"{checks[name]['grad_error']:.1e}"])
+            rows.append(
+                [
+                    f"{n:,}",
+                    name,
+                    f"{1000 * timing[name]['best']:,.1f}",
+                    f"{1000 * timing[name]['median']:,.1f}",
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    _fmt_mib(memory[name]["peak_mib"]),
+                    f"{checks[name]['loss_error']:.1e}",
+                    f"{checks[name]['grad_error']:.1e}",
+                ]
+            )
         data["sizes"][n] = {"seconds": times, "timing": timing, "memory": memory, "checks": checks}
         if base:
             for name in ("nt_xent_fused", "nt_xent"):  # the fast option holds the target
                 ratio = timing[name]["best"] / base["best"]
                 if n in TARGET_SIZES or quick:
-                    add_target(result, f"{name} / lightly time, N={n}", ratio,
-                               f"<= {TARGET}" if name == "nt_xent_fused" else "(report)",
-                               ratio <= TARGET if name == "nt_xent_fused" else None)
+                    add_target(
+                        result,
+                        f"{name} / lightly time, N={n}",
+                        ratio,
+                        f"<= {TARGET}" if name == "nt_xent_fused" else "(report)",
+                        ratio <= TARGET if name == "nt_xent_fused" else None,
+                    )
             diff = abs(checks["nt_xent"]["loss"] - checks["lightly"]["loss"])
-            add_target(result, f"nt_xent vs lightly, loss difference, N={n}", diff, "<= 1e-4",
-                       diff <= 1e-4)
-    add_table(result, f"Forward + backward, D={DIM}, tau={TEMPERATURE} (ms: best and median of "
-              "interleaved rounds; peak: RSS growth of one call in a fresh process; errors against "
-              "a float64 oracle)",
-              ["N", "implementation", "ms best", "ms median", "time / lightly", "peak MiB",
-               "loss error", "max grad error"], rows)
+            add_target(
+                result, f"nt_xent vs lightly, loss difference, N={n}", diff, "<= 1e-4", diff <= 1e-4
+            )
+    add_table(
+        result,
+        f"Forward + backward, D={DIM}, tau={TEMPERATURE} (ms: best and median of "
+        "interleaved rounds; peak: RSS growth of one call in a fresh process; errors against "
+        "a float64 oracle)",
+        [
+            "N",
+            "implementation",
+            "ms best",
+            "ms median",
+            "time / lightly",
+            "peak MiB",
+            "loss error",
+            "max grad error",
+        ],
+        rows,
+    )
 
     if available("pml"):
         probe_rows, probe = [], {}
@@ -214,21 +260,30 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
             memory = measure_memory("pml", n, cap)
             ours = {"ok": False, "peak_mib": None} if quick else measure_memory("nt_xent", n, cap)
             probe[n] = {"pml": memory, "nt_xent": ours}
-            probe_rows.append([f"{n:,}", "runs" if memory["ok"] else f"fails: needs > {cap:g} GiB",
-                               _fmt_mib(memory["peak_mib"] if memory["ok"] else None),
-                               f"{memory['seconds']:.2f}" if memory["ok"] else "-",
-                               _fmt_mib(ours["peak_mib"]),
-                               f"{ours['seconds']:.3f}" if ours["ok"] else "-"])
+            probe_rows.append(
+                [
+                    f"{n:,}",
+                    "runs" if memory["ok"] else f"fails: needs > {cap:g} GiB",
+                    _fmt_mib(memory["peak_mib"] if memory["ok"] else None),
+                    f"{memory['seconds']:.2f}" if memory["ok"] else "-",
+                    _fmt_mib(ours["peak_mib"]),
+                    f"{ours['seconds']:.3f}" if ours["ok"] else "-",
+                ]
+            )
         largest = max([n for n in pml_probe if probe[n]["pml"]["ok"]], default=None)
         data["pml_probe"] = {"cap_gib": cap, "largest_n": largest, "runs": probe}
-        add_table(result, f"pytorch-metric-learning NTXentLoss: memory probe (fresh process each, "
-                  f"address space capped at +{cap:g} GiB; one call, not interleaved)",
-                  ["N", "pml status", "pml peak MiB", "pml s", "nt_xent peak MiB", "nt_xent s"],
-                  probe_rows)
+        add_table(
+            result,
+            f"pytorch-metric-learning NTXentLoss: memory probe (fresh process each, "
+            f"address space capped at +{cap:g} GiB; one call, not interleaved)",
+            ["N", "pml status", "pml peak MiB", "pml s", "nt_xent peak MiB", "nt_xent s"],
+            probe_rows,
+        )
         result["notes"].append(
             f"pytorch-metric-learning's NTXentLoss compares every positive pair with every "
             f"negative pair, tensors of (2N) x (2N)(2N-2) elements: memory grows like N^3 "
-            f"(x8 per doubling of N). Its largest N that ran under the {cap:g} GiB cap: {largest}.")
+            f"(x8 per doubling of N). Its largest N that ran under the {cap:g} GiB cap: {largest}."
+        )
     result["notes"] += [
         "Time ratios use best times of rounds interleaved in one process; the memory column is "
         "measured in separate fresh processes (see the module docstring).",
@@ -243,5 +298,7 @@ if __name__ == "__main__":  # the memory subprocess: --memory NAME N CAP_GIB
     if len(sys.argv) == 5 and sys.argv[1] == "--memory":
         print(json.dumps(memory_child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))))
     else:
-        sys.exit("usage: python -m benchmarks.loss_speed --memory NAME N CAP_GIB "
-                 "(run every benchmark with python -m benchmarks)")
+        sys.exit(
+            "usage: python -m benchmarks.loss_speed --memory NAME N CAP_GIB "
+            "(run every benchmark with python -m benchmarks)"
+        )

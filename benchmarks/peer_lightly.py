@@ -36,8 +36,7 @@ from simclr_teach.data import MNISTData, load_mnist
 from simclr_teach.evaluate import embed, knn_accuracy, pixel_features
 from simclr_teach.model import ConvEncoder
 from simclr_teach.protocol import tuned_scores
-from simclr_teach.train import (History, TrainConfig, build_model, train_simclr,
-                                validation_split)
+from simclr_teach.train import History, TrainConfig, build_model, train_simclr, validation_split
 from simclr_teach.utils import seed_everything
 
 NAME = "peer"
@@ -54,14 +53,19 @@ def test_scores(h_train: Tensor, y_train: Tensor, h_test: Tensor, y_test: Tensor
     """Test kNN (k and temperature by leave-one-out) and linear probe (C on the validation
     split) of h: ``protocol.tuned_scores``, the readers of notebook 05."""
     scores, chosen = tuned_scores(h_train, y_train, validation_split(y_train), h_test, y_test)
-    return {"k": chosen["k"], "temperature": chosen[f"temperature@{chosen['k']}"],
-            "test_accuracy": scores["knn"], "probe_accuracy": scores["linear"], "C": chosen["C"]}
+    return {
+        "k": chosen["k"],
+        "temperature": chosen[f"temperature@{chosen['k']}"],
+        "test_accuracy": scores["knn"],
+        "probe_accuracy": scores["linear"],
+        "C": chosen["C"],
+    }
 
 
 def as_peer_input(images: Tensor) -> Tensor:
     """uint8 digits (N, 28, 28) -> what lightly's recipe sees at evaluation: (N, 3, 32, 32),
     resized to input_size and normalised with SimCLRTransform's ImageNet statistics."""
-    x = images.float().div(255).unsqueeze(1)                            # (N, 1, 28, 28)
+    x = images.float().div(255).unsqueeze(1)  # (N, 1, 28, 28)
     x = F.interpolate(x, size=32, mode="bilinear", align_corners=False).expand(-1, 3, -1, -1)
     mean, std = (torch.tensor(IMAGENET[key]).view(1, 3, 1, 1) for key in ("mean", "std"))
     return (x - mean) / std
@@ -96,14 +100,16 @@ def peer_model(backbone: str) -> tuple[nn.Module, nn.Module]:
 def peer_features(f: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
     """h of the peer backbone for uint8 digits, in eval mode. (N, 28, 28) -> (N, D)."""
     f.eval()
-    h = torch.cat([f(as_peer_input(images[i:i + batch_size]))
-                   for i in range(0, len(images), batch_size)])
+    h = torch.cat(
+        [f(as_peer_input(images[i : i + batch_size])) for i in range(0, len(images), batch_size)]
+    )
     f.train()
     return h
 
 
-def train_peer(data: MNISTData, backbone: str, budget_seconds: float,
-               batch_size: int = 256) -> dict[str, Any]:
+def train_peer(
+    data: MNISTData, backbone: str, budget_seconds: float, batch_size: int = 256
+) -> dict[str, Any]:
     """lightly's recipe until ``budget_seconds`` of training; a kNN point after every epoch."""
     from lightly.loss import NTXentLoss
     from lightly.transforms import SimCLRTransform
@@ -121,8 +127,9 @@ def train_peer(data: MNISTData, backbone: str, budget_seconds: float,
         def __getitem__(self, i: int):
             return transform(digits[i])  # [view 1, view 2], each (3, 32, 32)
 
-    loader = torch.utils.data.DataLoader(Views(), batch_size=batch_size, shuffle=True,
-                                         drop_last=True, num_workers=0)
+    loader = torch.utils.data.DataLoader(
+        Views(), batch_size=batch_size, shuffle=True, drop_last=True, num_workers=0
+    )
     criterion = NTXentLoss()
     optimizer = torch.optim.SGD([*f.parameters(), *g.parameters()], lr=0.06)
     y = data.train_labels
@@ -140,10 +147,10 @@ def train_peer(data: MNISTData, backbone: str, budget_seconds: float,
         losses.append(total / len(loader))
         seconds.append(clock)
         accuracy.append(loo_knn(peer_features(f, data.train_images), y))  # outside the clock
-    final = test_scores(peer_features(f, data.train_images), y,
-                     peer_features(f, data.test_images), data.test_labels)
-    return {"seconds": seconds, "loo_knn": accuracy, "loss": losses, "epochs": len(losses),
-            **final}
+    final = test_scores(
+        peer_features(f, data.train_images), y, peer_features(f, data.test_images), data.test_labels
+    )
+    return {"seconds": seconds, "loo_knn": accuracy, "loss": losses, "epochs": len(losses), **final}
 
 
 def train_course(data: MNISTData, epochs: int | None = None) -> dict[str, Any]:
@@ -160,12 +167,19 @@ def train_course(data: MNISTData, epochs: int | None = None) -> dict[str, Any]:
             seconds.append(history.seconds[-1])
             accuracy.append(loo_knn(embed(model, data.train_images), y))
 
-    history = train_simclr(model, data.train_images, config, progress=False,
-                           on_epoch_end=on_epoch_end)
-    final = test_scores(embed(model, data.train_images), y, embed(model, data.test_images),
-                     data.test_labels)
-    return {"seconds": seconds, "loo_knn": accuracy, "loss": history.loss,
-            "epochs": config.epochs, **final}
+    history = train_simclr(
+        model, data.train_images, config, progress=False, on_epoch_end=on_epoch_end
+    )
+    final = test_scores(
+        embed(model, data.train_images), y, embed(model, data.test_images), data.test_labels
+    )
+    return {
+        "seconds": seconds,
+        "loo_knn": accuracy,
+        "loss": history.loss,
+        "epochs": config.epochs,
+        **final,
+    }
 
 
 def accuracy_at(curve: dict[str, Any], t: float) -> float:
@@ -176,23 +190,31 @@ def accuracy_at(curve: dict[str, Any], t: float) -> float:
 def time_to(curve: dict[str, Any], target: float) -> float | None:
     """Training seconds until training first brings the curve to ``target`` (the random-init
     point at 0 s does not count), or None if it never does."""
-    return next((s for s, a in zip(curve["seconds"][1:], curve["loo_knn"][1:], strict=True)
-                 if a >= target), None)
+    return next(
+        (s for s, a in zip(curve["seconds"][1:], curve["loo_knn"][1:], strict=True) if a >= target),
+        None,
+    )
 
 
 def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     import importlib.util
 
     if importlib.util.find_spec("lightly") is None:
-        raise RuntimeError("the peer benchmark needs lightly: pip install -r "
-                           "benchmarks/requirements.txt (make bench does it)")
-    result = new_result(NAME, "The peer: lightly's SimCLR example against the course's run",
-                        quick)
+        raise RuntimeError(
+            "the peer benchmark needs lightly: pip install -r "
+            "benchmarks/requirements.txt (make bench does it)"
+        )
+    result = new_result(NAME, "The peer: lightly's SimCLR example against the course's run", quick)
     data = load_mnist("embedded", verbose=False)
     budget = 300.0
     if quick:
-        data = MNISTData(data.train_images[:600], data.train_labels[:600],
-                         data.test_images[:200], data.test_labels[:200], data.name + "-quick")
+        data = MNISTData(
+            data.train_images[:600],
+            data.train_labels[:600],
+            data.test_images[:200],
+            data.test_labels[:200],
+            data.name + "-quick",
+        )
         budget = 2.0
     curves = {
         COURSE: train_course(data, epochs=2 if quick else None),
@@ -219,23 +241,53 @@ def summarise(result: dict[str, Any], out_dir: str | Path = RESULTS) -> None:
     t_peer, t_ours = time_to(peer, peer_best), time_to(ours, peer_best)
     time_ratio = None if t_ours is None or not t_peer else t_ours / t_peer
     result["targets"] = []
-    add_target(result, f"course / lightly kNN accuracy at equal time ({equal:.0f} s)",
-               ratio_at_equal, "> 1", ratio_at_equal > 1)
-    add_target(result, "course / lightly time to the peer's best trained accuracy", time_ratio,
-               "< 1", None if time_ratio is None else time_ratio < 1)
-    rows = [[name, c["epochs"], f"{c['seconds'][-1]:.0f}", f"{100 * c['loo_knn'][0]:.2f}",
-             f"{100 * max(c['loo_knn'][1:]):.2f}", f"{100 * accuracy_at(c, equal):.2f}",
-             "-" if time_to(c, peer_best) is None else f"{time_to(c, peer_best):.0f}",
-             f"{100 * c['test_accuracy']:.1f} (k {c['k']}, t {c['temperature']})",
-             f"{100 * c['probe_accuracy']:.1f} (C {c['C']})"]
-            for name, c in curves.items()]
+    add_target(
+        result,
+        f"course / lightly kNN accuracy at equal time ({equal:.0f} s)",
+        ratio_at_equal,
+        "> 1",
+        ratio_at_equal > 1,
+    )
+    add_target(
+        result,
+        "course / lightly time to the peer's best trained accuracy",
+        time_ratio,
+        "< 1",
+        None if time_ratio is None else time_ratio < 1,
+    )
+    rows = [
+        [
+            name,
+            c["epochs"],
+            f"{c['seconds'][-1]:.0f}",
+            f"{100 * c['loo_knn'][0]:.2f}",
+            f"{100 * max(c['loo_knn'][1:]):.2f}",
+            f"{100 * accuracy_at(c, equal):.2f}",
+            "-" if time_to(c, peer_best) is None else f"{time_to(c, peer_best):.0f}",
+            f"{100 * c['test_accuracy']:.1f} (k {c['k']}, t {c['temperature']})",
+            f"{100 * c['probe_accuracy']:.1f} (C {c['C']})",
+        ]
+        for name, c in curves.items()
+    ]
     result["tables"] = []
-    add_table(result, "Leave-one-out kNN (k = 5) of h over the 4,000 training digits while "
-                      "training; the 1,000 test digits once at the end: kNN (k, temperature "
-                      "chosen by leave-one-out) and linear probe (C chosen on validation)",
-              ["recipe", "epochs", "training s", "LOO kNN % at init", "best LOO kNN % trained",
-               f"LOO kNN % at {equal:.0f} s", f"s to {100 * peer_best:.2f}%", "test kNN %",
-               "test linear probe %"], rows)
+    add_table(
+        result,
+        "Leave-one-out kNN (k = 5) of h over the 4,000 training digits while "
+        "training; the 1,000 test digits once at the end: kNN (k, temperature "
+        "chosen by leave-one-out) and linear probe (C chosen on validation)",
+        [
+            "recipe",
+            "epochs",
+            "training s",
+            "LOO kNN % at init",
+            "best LOO kNN % trained",
+            f"LOO kNN % at {equal:.0f} s",
+            f"s to {100 * peer_best:.2f}%",
+            "test kNN %",
+            "test linear probe %",
+        ],
+        rows,
+    )
     result["notes"] = [
         f"Raw pixels: {100 * pixels:.2f}% leave-one-out kNN (k = 5).",
         "One seed each; the course's run varies by about 0.3 points between seeds "
@@ -250,17 +302,27 @@ def summarise(result: dict[str, Any], out_dir: str | Path = RESULTS) -> None:
             f"lightly's resnet18 scores {100 * peer['loo_knn'][0]:.2f}% at random init, above "
             f"every point of its training ({100 * peer_best:.2f}% at best): in {budget:.0f} s "
             "its recipe does not improve on random features of this architecture; the time "
-            "target uses its best trained point.")
+            "target uses its best trained point."
+        )
 
     low = 100 * min(pixels, *(a for c in curves.values() for a in c["loo_knn"][1:])) - 3
     fig, ax = plt.subplots(figsize=(6.4, 3.8), layout="constrained")
     for color, (name, c) in zip(plots.PALETTE, curves.items(), strict=False):
-        ax.plot(c["seconds"], [100 * a for a in c["loo_knn"]], marker="o", markersize=3,
-                color=color, label=name)
+        ax.plot(
+            c["seconds"],
+            [100 * a for a in c["loo_knn"]],
+            marker="o",
+            markersize=3,
+            color=color,
+            label=name,
+        )
     ax.axhline(100 * pixels, color=plots.GREY, linestyle="--", label="raw pixels")
-    ax.set(xlabel="training seconds (2-core CPU, evaluation excluded)",
-           ylabel="leave-one-out kNN of h (%)", ylim=(low, 100),
-           title="The course's run against lightly's SimCLR example")
+    ax.set(
+        xlabel="training seconds (2-core CPU, evaluation excluded)",
+        ylabel="leave-one-out kNN of h (%)",
+        ylim=(low, 100),
+        title="The course's run against lightly's SimCLR example",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     out_dir = Path(out_dir)

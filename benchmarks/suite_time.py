@@ -24,8 +24,12 @@ def time_command(command: list[str], timeout: float = 5400) -> dict[str, Any]:
     start = time.perf_counter()
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
     lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-    return {"command": " ".join(command), "seconds": time.perf_counter() - start,
-            "returncode": done.returncode, "last_line": lines[-1].strip() if lines else ""}
+    return {
+        "command": " ".join(command),
+        "seconds": time.perf_counter() - start,
+        "returncode": done.returncode,
+        "last_line": lines[-1].strip() if lines else "",
+    }
 
 
 def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
@@ -34,11 +38,16 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     commands = {"make -n test (dry run)": ["make", "-n", "test"]} if quick else COMMANDS
     runs = {name: time_command(command) for name, command in commands.items()}
     total = sum(r["seconds"] for r in runs.values())
-    add_table(result, "Wall time of each half of `make test` (one run each)",
-              ["part", "command", "s", "exit", "last line"],
-              [[name, f"`{r['command']}`", f"{r['seconds']:.0f}", r["returncode"],
-                r["last_line"]] for name, r in runs.items()]
-              + [["total", "", f"{total:.0f}", "", ""]])
+    add_table(
+        result,
+        "Wall time of each half of `make test` (one run each)",
+        ["part", "command", "s", "exit", "last line"],
+        [
+            [name, f"`{r['command']}`", f"{r['seconds']:.0f}", r["returncode"], r["last_line"]]
+            for name, r in runs.items()
+        ]
+        + [["total", "", f"{total:.0f}", "", ""]],
+    )
     result["data"] = {"runs": runs, "total_seconds": total}
     result["notes"].append("Measured once (minutes long); the CI limit for a whole run is 90 min.")
     return result

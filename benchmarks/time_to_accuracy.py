@@ -67,41 +67,69 @@ def train_curve(config: TrainConfig, data: MNISTData) -> dict[str, Any]:
         seconds.append(history.seconds[-1])
         accuracy.append(validation_accuracy(embed(model, data.train_images), y))
 
-    history = train_simclr(model, data.train_images, config, progress=False,
-                           on_epoch_end=on_epoch_end)
-    return {"config": asdict(config), "seconds": seconds, "knn_accuracy": accuracy,
-            "loss": history.loss, "views_per_second": history.images_per_second}
+    history = train_simclr(
+        model, data.train_images, config, progress=False, on_epoch_end=on_epoch_end
+    )
+    return {
+        "config": asdict(config),
+        "seconds": seconds,
+        "knn_accuracy": accuracy,
+        "loss": history.loss,
+        "views_per_second": history.images_per_second,
+    }
 
 
 def figure(curves: dict[str, dict[str, Any]], pixels: float) -> Figure:
     """Accuracy against training time, one line per config, raw pixels as a dashed line."""
     fig, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
     for name, curve in curves.items():
-        ax.plot(curve["seconds"], [100 * a for a in curve["knn_accuracy"]], marker="o",
-                markersize=3, label=f"SimCLR {name}")
+        ax.plot(
+            curve["seconds"],
+            [100 * a for a in curve["knn_accuracy"]],
+            marker="o",
+            markersize=3,
+            label=f"SimCLR {name}",
+        )
     ax.axhline(100 * pixels, color="grey", linestyle="--", label="raw pixels")
     first = next(iter(curves.values()))["knn_accuracy"][0]
-    ax.annotate("random init", (0, 100 * first), xytext=(4, 7), textcoords="offset points",
-                fontsize=8, va="center")
-    ax.set(xlabel="training time (s, evaluation excluded)",
-           ylabel=f"validation kNN accuracy (%), k={K}",
-           title="Time to accuracy, embedded MNIST 4k/1k")
+    ax.annotate(
+        "random init",
+        (0, 100 * first),
+        xytext=(4, 7),
+        textcoords="offset points",
+        fontsize=8,
+        va="center",
+    )
+    ax.set(
+        xlabel="training time (s, evaluation excluded)",
+        ylabel=f"validation kNN accuracy (%), k={K}",
+        title="Time to accuracy, embedded MNIST 4k/1k",
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     return fig
 
 
-def run(quick: bool = False, out_dir: str | Path = RESULTS,
-        variants: Sequence[str | dict[str, Any]] = ()) -> dict[str, Any]:
+def run(
+    quick: bool = False,
+    out_dir: str | Path = RESULTS,
+    variants: Sequence[str | dict[str, Any]] = (),
+) -> dict[str, Any]:
     """Train TrainConfig() and each variant (a dict of overrides or 'field=value,...')."""
     result = new_result(NAME, TITLE, quick)
     data = load_mnist("embedded", verbose=False)
     base = TrainConfig(data="embedded")
     if quick:  # a few hundred digits, one epoch, a tiny network: checks the code path only
-        base = replace(base, epochs=1, width=4, proj_hidden=16, proj_dim=8, warmup_epochs=0,
-                       batch_size=64)
-        data = MNISTData(data.train_images[:512], data.train_labels[:512],
-                         data.test_images[:256], data.test_labels[:256], data.name + "-quick")
+        base = replace(
+            base, epochs=1, width=4, proj_hidden=16, proj_dim=8, warmup_epochs=0, batch_size=64
+        )
+        data = MNISTData(
+            data.train_images[:512],
+            data.train_labels[:512],
+            data.test_images[:256],
+            data.test_labels[:256],
+            data.name + "-quick",
+        )
     configs = {"TrainConfig()": base}
     for variant in variants:
         overrides = parse_variant(variant) if isinstance(variant, str) else dict(variant)
@@ -116,13 +144,24 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS,
     fig.savefig(out_dir / f"{NAME}.png", dpi=100)
     plt.close(fig)
 
-    rows = [[name, c["config"]["epochs"], f"{c['seconds'][-1]:.0f}",
-             f"{100 * c['knn_accuracy'][-1]:.1f}", f"{100 * c['knn_accuracy'][0]:.1f}",
-             f"{100 * pixels:.1f}"] for name, c in curves.items()]
-    add_table(result, f"validation kNN accuracy (k={K}: the 500 validation digits against the "
-              f"other {len(data.train_images) - 500:,} training digits) after training",
-              ["config", "epochs", "training s", "final acc %", "random-init acc %",
-               "raw-pixel acc %"], rows)
+    rows = [
+        [
+            name,
+            c["config"]["epochs"],
+            f"{c['seconds'][-1]:.0f}",
+            f"{100 * c['knn_accuracy'][-1]:.1f}",
+            f"{100 * c['knn_accuracy'][0]:.1f}",
+            f"{100 * pixels:.1f}",
+        ]
+        for name, c in curves.items()
+    ]
+    add_table(
+        result,
+        f"validation kNN accuracy (k={K}: the 500 validation digits against the "
+        f"other {len(data.train_images) - 500:,} training digits) after training",
+        ["config", "epochs", "training s", "final acc %", "random-init acc %", "raw-pixel acc %"],
+        rows,
+    )
     result["notes"] += [
         f"Figure: {NAME}.png (accuracy after each epoch against cumulative training seconds).",
         "Training time is History.seconds: the epochs' wall time, evaluation excluded.",

@@ -53,9 +53,18 @@ class Stepper:
         bookkeeping: do loss.item() and contrastive_accuracy every step, as train_simclr.
     """
 
-    def __init__(self, config: TrainConfig, images: Tensor, *, channels_last: bool = False,
-                 optimizer: dict | None = None, one_augment_call: bool = False,
-                 compile_model: bool = False, bookkeeping: bool = True, bf16: bool = False) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        images: Tensor,
+        *,
+        channels_last: bool = False,
+        optimizer: dict | None = None,
+        one_augment_call: bool = False,
+        compile_model: bool = False,
+        bookkeeping: bool = True,
+        bf16: bool = False,
+    ) -> None:
         seed_everything(config.seed)
         self.model = build_model(config).train()
         self.format = torch.channels_last if channels_last else torch.contiguous_format
@@ -66,12 +75,17 @@ class Stepper:
         else:
             groups = [g["params"] for g in make_optimizer(self.model, config).param_groups]
             self.optimizer = torch.optim.AdamW(
-                [{"params": groups[0], "weight_decay": config.weight_decay},
-                 {"params": groups[1], "weight_decay": 0.0}], lr=config.lr, **optimizer)
+                [
+                    {"params": groups[0], "weight_decay": config.weight_decay},
+                    {"params": groups[1], "weight_decay": 0.0},
+                ],
+                lr=config.lr,
+                **optimizer,
+            )
         self.config, self.one_augment_call, self.bookkeeping = config, one_augment_call, bookkeeping
         self.bf16 = bf16
         self.augment = BatchAugment(config.strength, config.augment)
-        self.data = preprocess(images)                   # (E, 1, 28, 28) in [0, 1]
+        self.data = preprocess(images)  # (E, 1, 28, 28) in [0, 1]
         self.n = min(config.batch_size, len(self.data))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.order = torch.randperm(len(self.data), generator=self.generator)
@@ -80,10 +94,10 @@ class Stepper:
     def step(self, clock: Callable[[str], None] = lambda phase: None) -> None:
         """One SimCLR step; clock(phase) is called at the end of each phase."""
         n, config = self.n, self.config
-        if self.position + n > len(self.data):           # a new epoch: reshuffle
+        if self.position + n > len(self.data):  # a new epoch: reshuffle
             self.order = torch.randperm(len(self.data), generator=self.generator)
             self.position = 0
-        x = self.data[self.order[self.position:self.position + n]]  # (N, 1, 28, 28)
+        x = self.data[self.order[self.position : self.position + n]]  # (N, 1, 28, 28)
         self.position += n
         if self.one_augment_call:
             views = self.augment(torch.cat([x, x]), self.generator)  # (2N, 1, 28, 28)
@@ -92,7 +106,7 @@ class Stepper:
         views = views.contiguous(memory_format=self.format)
         clock("augment")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            _, z = self.net(views)                                   # (2N, D_z)
+            _, z = self.net(views)  # (2N, D_z)
             z1, z2 = z[:n], z[n:]
             clock("forward")
             loss = nt_xent(z1, z2, config.temperature)
@@ -110,9 +124,11 @@ class Stepper:
 
     def steps(self, count: int) -> Callable[[], None]:
         """A timing unit: `count` steps."""
+
         def run() -> None:
             for _ in range(count):
                 self.step()
+
         return run
 
 
@@ -128,8 +144,10 @@ def profile(stepper: Stepper, steps: int, warmup: int) -> dict[str, dict[str, fl
         spans = zip(marks, marks[1:], strict=False)  # (start, end) of each phase
         record = {phase: 1000 * (b - a) for phase, (a, b) in zip(PHASES, spans, strict=True)}
         records.append({**record, "total": 1000 * (marks[-1] - marks[0])})
-    return {"fastest": min(records, key=lambda r: r["total"]),
-            "median": {key: median(r[key] for r in records) for key in records[0]}}
+    return {
+        "fastest": min(records, key=lambda r: r["total"]),
+        "median": {key: median(r[key] for r in records) for key in records[0]},
+    }
 
 
 def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
@@ -143,29 +161,46 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         config = replace(config, width=4, batch_size=32, proj_hidden=16, proj_dim=8)
         images, steps, repeats, unit = images[:128], 2, 1, 1
     views = 2 * min(config.batch_size, len(images))
-    result["data"]["config"] = {"width": config.width, "batch_size": config.batch_size,
-                                "proj_hidden": config.proj_hidden, "proj_dim": config.proj_dim}
+    result["data"]["config"] = {
+        "width": config.width,
+        "batch_size": config.batch_size,
+        "proj_hidden": config.proj_hidden,
+        "proj_dim": config.proj_dim,
+    }
 
     # 1. where the time goes
     phases = profile(Stepper(config, images), steps, warmup=2)
     fast, mid = phases["fastest"], phases["median"]
-    add_table(result, f"Where a step goes (batch N={config.batch_size}, {views} views, width "
-              f"{config.width}, {torch.get_num_threads()} threads; ms of the fastest of {steps} "
-              "steps and the median of each phase)",
-              ["phase", "ms (fastest step)", "%", "ms (median)"],
-              [[p, f"{fast[p]:.1f}", f"{100 * fast[p] / fast['total']:.0f}", f"{mid[p]:.1f}"]
-               for p in PHASES]
-              + [["total", f"{fast['total']:.1f}", f"{1000 * views / fast['total']:,.0f} views/s",
-                  f"{mid['total']:.1f}"]])
+    add_table(
+        result,
+        f"Where a step goes (batch N={config.batch_size}, {views} views, width "
+        f"{config.width}, {torch.get_num_threads()} threads; ms of the fastest of {steps} "
+        "steps and the median of each phase)",
+        ["phase", "ms (fastest step)", "%", "ms (median)"],
+        [
+            [p, f"{fast[p]:.1f}", f"{100 * fast[p] / fast['total']:.0f}", f"{mid[p]:.1f}"]
+            for p in PHASES
+        ]
+        + [
+            [
+                "total",
+                f"{fast['total']:.1f}",
+                f"{1000 * views / fast['total']:,.0f} views/s",
+                f"{mid['total']:.1f}",
+            ]
+        ],
+    )
     result["data"]["phases_ms"] = phases
 
     # 2. one real train_simclr epoch, to check the written-out step against the package
     seed_everything(config.seed)
     history = train_simclr(build_model(config), images, replace(config, epochs=1), progress=False)
     result["data"]["train_simclr_views_per_second"] = history.images_per_second[-1]
-    result["notes"].append(f"One real train_simclr epoch ({len(images):,} digits): "
-                           f"{history.images_per_second[-1]:,.0f} views/s "
-                           "(History.images_per_second).")
+    result["notes"].append(
+        f"One real train_simclr epoch ({len(images):,} digits): "
+        f"{history.images_per_second[-1]:,.0f} views/s "
+        "(History.images_per_second)."
+    )
 
     # 3. variants of the whole step, side by side
     variants = {
@@ -185,8 +220,16 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     times = interleaved(calls, repeats, warmup=1)
     timing = {name: stats([t / unit for t in values]) for name, values in times.items()}
     base = timing["baseline: float32, contiguous (train_simclr before 2026-11-28)"]["best"]
-    rows = [[name, f"{1000 * t['best']:.1f}", f"{1000 * t['median']:.1f}",
-             f"{views / t['best']:,.0f}", f"{base / t['best']:.2f}x"] for name, t in timing.items()]
+    rows = [
+        [
+            name,
+            f"{1000 * t['best']:.1f}",
+            f"{1000 * t['median']:.1f}",
+            f"{views / t['best']:,.0f}",
+            f"{base / t['best']:.2f}x",
+        ]
+        for name, t in timing.items()
+    ]
 
     # 4. torch.compile: compile time apart, then steady state side by side with the baseline
     compile_info: dict[str, Any] = {"skipped": quick}
@@ -194,31 +237,55 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         compiled = Stepper(config, images, compile_model=True)
         with tempfile.TemporaryDirectory() as cache, _environ(TORCHINDUCTOR_CACHE_DIR=cache):
             start = time.perf_counter()  # a cold compile, as a student's first run: empty cache
-            compiled.step()                               # traces and compiles forward + backward
+            compiled.step()  # traces and compiles forward + backward
             first = time.perf_counter() - start
-        pair = interleaved({"baseline": Stepper(config, images).steps(unit),
-                            "compiled": compiled.steps(unit)}, repeats, warmup=1)
-        base_c, comp_c = (stats([t / unit for t in pair[k]])["best"]
-                          for k in ("baseline", "compiled"))
+        pair = interleaved(
+            {"baseline": Stepper(config, images).steps(unit), "compiled": compiled.steps(unit)},
+            repeats,
+            warmup=1,
+        )
+        base_c, comp_c = (
+            stats([t / unit for t in pair[k]])["best"] for k in ("baseline", "compiled")
+        )
         overhead = first - comp_c
         saving = base_c - comp_c
-        compile_info = {"first_step_s": first, "compile_overhead_s": overhead,
-                        "baseline_step_s": base_c, "compiled_step_s": comp_c,
-                        "break_even_steps": overhead / saving if saving > 0 else None}
-        rows.append(["torch.compile(model), steady state", f"{1000 * comp_c:.1f}", "-",
-                     f"{views / comp_c:,.0f}", f"{base_c / comp_c:.2f}x (vs its own baseline run)"])
+        compile_info = {
+            "first_step_s": first,
+            "compile_overhead_s": overhead,
+            "baseline_step_s": base_c,
+            "compiled_step_s": comp_c,
+            "break_even_steps": overhead / saving if saving > 0 else None,
+        }
+        rows.append(
+            [
+                "torch.compile(model), steady state",
+                f"{1000 * comp_c:.1f}",
+                "-",
+                f"{views / comp_c:,.0f}",
+                f"{base_c / comp_c:.2f}x (vs its own baseline run)",
+            ]
+        )
         steps_per_epoch = len(images) // config.batch_size
         result["notes"].append(
             f"torch.compile: first step {first:.1f} s with an empty inductor cache (compile "
             f"overhead {overhead:.1f} s); steady "
             f"step {1000 * comp_c:.1f} ms vs {1000 * base_c:.1f} ms; break-even after "
-            + (f"{compile_info['break_even_steps']:,.0f} steps "
-               f"(the default run has {config.epochs * steps_per_epoch} steps)"
-               if saving > 0 else "never (not faster)") + ".")
+            + (
+                f"{compile_info['break_even_steps']:,.0f} steps "
+                f"(the default run has {config.epochs * steps_per_epoch} steps)"
+                if saving > 0
+                else "never (not faster)"
+            )
+            + "."
+        )
     result["data"]["compile"] = compile_info
-    add_table(result, f"Step variants (ms per step: best and median of {repeats} interleaved "
-              f"rounds of {unit} steps each)",
-              ["variant", "ms best", "ms median", "views/s", "speed-up"], rows)
+    add_table(
+        result,
+        f"Step variants (ms per step: best and median of {repeats} interleaved "
+        f"rounds of {unit} steps each)",
+        ["variant", "ms best", "ms median", "views/s", "speed-up"],
+        rows,
+    )
     result["data"]["variants"] = {"seconds_per_step": timing}
 
     # 5. embed: inference batch size over the 5,000 digits kNN evaluation embeds
@@ -227,20 +294,30 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     if quick:
         everything = everything[:512]
     model_cl = Stepper(config, images, channels_last=True).model
-    embeds = {f"batch_size={b}": (lambda b=b: embed(model, everything, batch_size=b))
-              for b in (256, 1024, 4096)}
+    embeds = {
+        f"batch_size={b}": (lambda b=b: embed(model, everything, batch_size=b))
+        for b in (256, 1024, 4096)
+    }
     for b in (256, 1024):
-        embeds[f"batch_size={b}, channels_last model"] = (
-            lambda b=b: embed(model_cl, everything, batch_size=b))
+        embeds[f"batch_size={b}, channels_last model"] = lambda b=b: embed(
+            model_cl, everything, batch_size=b
+        )
     embed_times = {name: stats(t) for name, t in interleaved(embeds, repeats, warmup=1).items()}
-    add_table(result, f"evaluate.embed of {len(everything):,} digits (best and median of "
-              f"{repeats} interleaved rounds)", ["batch size", "s best", "s median", "digits/s"],
-              [[name, f"{t['best']:.3f}", f"{t['median']:.3f}",
-                f"{len(everything) / t['best']:,.0f}"]
-               for name, t in embed_times.items()])
+    add_table(
+        result,
+        f"evaluate.embed of {len(everything):,} digits (best and median of "
+        f"{repeats} interleaved rounds)",
+        ["batch size", "s best", "s median", "digits/s"],
+        [
+            [name, f"{t['best']:.3f}", f"{t['median']:.3f}", f"{len(everything) / t['best']:,.0f}"]
+            for name, t in embed_times.items()
+        ],
+    )
     result["data"]["embed_seconds"] = embed_times
-    result["notes"].append("Variants are measured side by side in one process, rounds interleaved; "
-                           "the speed-up is baseline best / variant best.")
+    result["notes"].append(
+        "Variants are measured side by side in one process, rounds interleaved; "
+        "the speed-up is baseline best / variant best."
+    )
     return result
 
 
@@ -262,4 +339,3 @@ def _environ(**values: str) -> Iterator[None]:
 def _with_threads(n: int, function: Callable[[], None]) -> None:
     with num_threads(n):
         function()
-

@@ -32,7 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 FIRST_NOTEBOOK = "00_setup.ipynb"
-FIRST_CELLS = 3           # imports, parameters, seed + versions: what a student runs first
+FIRST_CELLS = 3  # imports, parameters, seed + versions: what a student runs first
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
 
 
@@ -44,9 +44,12 @@ def free_port() -> int:
 
 def api(base: str, token: str, path: str, method: str = "GET", body: dict | None = None):
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(f"{base}{path}", method=method, data=data,
-                                     headers={"Authorization": f"token {token}",
-                                              "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        f"{base}{path}",
+        method=method,
+        data=data,
+        headers={"Authorization": f"token {token}", "Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         body = response.read()
     return json.loads(body) if body else {}
@@ -95,13 +98,31 @@ def run_cells(base: str, token: str, kernel_id: str) -> int:
     try:
         for number, source in enumerate(cells[:FIRST_CELLS], 1):
             msg_id = uuid.uuid4().hex
-            ws.send(json.dumps({
-                "header": {"msg_id": msg_id, "msg_type": "execute_request", "username": "ci",
-                           "session": uuid.uuid4().hex, "version": "5.3"},
-                "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-                "content": {"code": source, "silent": False, "store_history": True,
-                            "user_expressions": {}, "allow_stdin": False, "stop_on_error": True},
-            }))
+            ws.send(
+                json.dumps(
+                    {
+                        "header": {
+                            "msg_id": msg_id,
+                            "msg_type": "execute_request",
+                            "username": "ci",
+                            "session": uuid.uuid4().hex,
+                            "version": "5.3",
+                        },
+                        "parent_header": {},
+                        "metadata": {},
+                        "channel": "shell",
+                        "buffers": [],
+                        "content": {
+                            "code": source,
+                            "silent": False,
+                            "store_history": True,
+                            "user_expressions": {},
+                            "allow_stdin": False,
+                            "stop_on_error": True,
+                        },
+                    }
+                )
+            )
             while True:
                 message = json.loads(ws.recv())
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
@@ -125,19 +146,29 @@ def main() -> int:
     if len(sys.argv) == 5 and sys.argv[1] == "--run-cells":
         return run_cells(*sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--timeout", type=float, default=900,
-                        help="seconds for the set-up, the server start and the first cells "
-                             "(default 900)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="seconds for the set-up, the server start and the first cells (default 900)",
+    )
     args = parser.parse_args()
 
     port, token = free_port(), secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}"
-    lab_args = (f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 "
-                f"--IdentityProvider.token={token}")
+    lab_args = (
+        f"--no-browser --ip=127.0.0.1 --port={port} --ServerApp.port_retries=0 "
+        f"--IdentityProvider.token={token}"
+    )
     log = Path(tempfile.mkdtemp(prefix="check-lab-")) / "make-lab.log"
     with open(log, "w") as out:
-        server = subprocess.Popen(["make", "lab", f"LAB_ARGS={lab_args}"], cwd=REPO, stdout=out,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            ["make", "lab", f"LAB_ARGS={lab_args}"],
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + args.timeout
     session_id = None
     try:
@@ -145,22 +176,40 @@ def main() -> int:
         listing = api(base, token, "/api/contents/")
         names = [item["name"] for item in listing["content"]]
         if FIRST_NOTEBOOK not in names:
-            raise RuntimeError(f"{FIRST_NOTEBOOK} is not in the lab's root folder; it lists "
-                               f"{names}")
-        session = api(base, token, "/api/sessions", method="POST",
-                      body={"path": FIRST_NOTEBOOK, "type": "notebook", "name": FIRST_NOTEBOOK,
-                            "kernel": {"name": "python3"}})
+            raise RuntimeError(
+                f"{FIRST_NOTEBOOK} is not in the lab's root folder; it lists {names}"
+            )
+        session = api(
+            base,
+            token,
+            "/api/sessions",
+            method="POST",
+            body={
+                "path": FIRST_NOTEBOOK,
+                "type": "notebook",
+                "name": FIRST_NOTEBOOK,
+                "kernel": {"name": "python3"},
+            },
+        )
         session_id = session["id"]
         left = max(1, int(deadline - time.monotonic()))
-        run = subprocess.run([str(VENV_PYTHON), __file__, "--run-cells", base, token,
-                              session["kernel"]["id"]], cwd=REPO, timeout=left,
-                             capture_output=True, text=True)
+        run = subprocess.run(
+            [str(VENV_PYTHON), __file__, "--run-cells", base, token, session["kernel"]["id"]],
+            cwd=REPO,
+            timeout=left,
+            capture_output=True,
+            text=True,
+        )
         print(run.stdout, end="")
         if run.returncode != 0:
-            raise RuntimeError(f"the first cells of {FIRST_NOTEBOOK} failed in the lab's kernel:\n"
-                               f"{run.stdout}{run.stderr}")
-        print(f"check_lab: `make lab` serves {FIRST_NOTEBOOK}; its first {FIRST_CELLS} code cells "
-              f"ran in the lab's kernel")
+            raise RuntimeError(
+                f"the first cells of {FIRST_NOTEBOOK} failed in the lab's kernel:\n"
+                f"{run.stdout}{run.stderr}"
+            )
+        print(
+            f"check_lab: `make lab` serves {FIRST_NOTEBOOK}; its first {FIRST_CELLS} code cells "
+            f"ran in the lab's kernel"
+        )
         return 0
     except (RuntimeError, urllib.error.URLError, KeyError, subprocess.TimeoutExpired) as error:
         tail = log.read_text(errors="replace").splitlines()[-40:]

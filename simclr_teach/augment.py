@@ -22,17 +22,22 @@ from torchvision.transforms import v2
 
 from simclr_teach.utils import check_seed
 
-SIDE = 28                              # MNIST digits are 28x28
-CROP_RATIO = (3 / 4, 4 / 3)            # aspect-ratio range of the crop, as in SimCLR
-ERASE_AREA = (0.02, 0.15)              # erased fraction of the area; more can hide the digit
-ERASE_RATIO = (0.3, 3.3)               # aspect-ratio range of the erased rectangle
-ELASTIC_SIGMA = 4.0                    # px; smoothing of the elastic field (Simard et al.)
-ELASTIC_RADIUS = 16                    # px; kernel 8 sigma + 1 wide, as torchvision
+SIDE = 28  # MNIST digits are 28x28
+CROP_RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of the crop, as in SimCLR
+ERASE_AREA = (0.02, 0.15)  # erased fraction of the area; more can hide the digit
+ERASE_RATIO = (0.3, 3.3)  # aspect-ratio range of the erased rectangle
+ELASTIC_SIGMA = 4.0  # px; smoothing of the elastic field (Simard et al.)
+ELASTIC_RADIUS = 16  # px; kernel 8 sigma + 1 wide, as torchvision
 
 # Allowed range of each field; `at_strength` saturates there. Widgets may use them for sliders.
 PARAM_RANGES: dict[str, tuple[float, float]] = {
-    "crop_scale": (0.08, 1.0), "rotation": (0.0, 180.0), "translate": (0.0, 0.5),
-    "shear": (0.0, 45.0), "elastic": (0.0, 8.0), "noise": (0.0, 1.0), "blur": (0.0, 4.0),
+    "crop_scale": (0.08, 1.0),
+    "rotation": (0.0, 180.0),
+    "translate": (0.0, 0.5),
+    "shear": (0.0, 45.0),
+    "elastic": (0.0, 8.0),
+    "noise": (0.0, 1.0),
+    "blur": (0.0, 4.0),
     "erase_p": (0.0, 1.0),
 }
 OFF_VALUES = {name: 1.0 if name == "crop_scale" else 0.0 for name in PARAM_RANGES}  # identity
@@ -46,22 +51,22 @@ class AugmentParams:
     Ranges are in PARAM_RANGES; out-of-range values raise ValueError.
     """
 
-    crop_scale: float = 0.6    # crop [crop_scale, 1] of the area, aspect 3/4-4/3, resize to 28;
+    crop_scale: float = 0.6  # crop [crop_scale, 1] of the area, aspect 3/4-4/3, resize to 28;
     #                            ImageNet SimCLR uses 0.08, a digit needs most of its strokes
-    rotation: float = 15.0     # max degrees, uniform in [-r, r]; 180 would make a 6 a 9
-    translate: float = 0.1     # max shift as a fraction of the side (0.1 = 2.8 px)
-    shear: float = 10.0        # max x-shear in degrees, uniform in [-s, s]; slanted handwriting
-    elastic: float = 0.0       # RMS displacement in px of a smooth random field (sigma 4 px);
+    rotation: float = 15.0  # max degrees, uniform in [-r, r]; 180 would make a 6 a 9
+    translate: float = 0.1  # max shift as a fraction of the side (0.1 = 2.8 px)
+    shear: float = 10.0  # max x-shear in degrees, uniform in [-s, s]; slanted handwriting
+    elastic: float = 0.0  # RMS displacement in px of a smooth random field (sigma 4 px);
     #                            Simard's alpha 34 is ~1.5 px; off: slow in torchvision
-    noise: float = 0.1         # std of additive Gaussian noise on [0, 1] pixels, then clamped
-    blur: float = 0.0          # max Gaussian blur sigma in px, sigma ~ U[0.1, blur]; off: a
+    noise: float = 0.1  # std of additive Gaussian noise on [0, 1] pixels, then clamped
+    blur: float = 0.0  # max Gaussian blur sigma in px, sigma ~ U[0.1, blur]; off: a
     #                            28 px digit is already soft, blur mostly erases thin strokes
-    erase_p: float = 0.25      # probability of erasing one rectangle of 2-15 % of the area
+    erase_p: float = 0.25  # probability of erasing one rectangle of 2-15 % of the area
 
     def __post_init__(self) -> None:
         for name, (low, high) in PARAM_RANGES.items():
             value = getattr(self, name)
-            if not low <= value <= high:       # also rejects NaN
+            if not low <= value <= high:  # also rejects NaN
                 raise ValueError(f"AugmentParams.{name} must be in [{low}, {high}], got {value}")
 
     @classmethod
@@ -76,9 +81,10 @@ class AugmentParams:
                 beyond (2 = twice as strong), saturating at the ends of PARAM_RANGES.
             base: the family at strength 1; default AugmentParams().
         """
-        if not strength >= 0 or math.isinf(strength):           # also rejects NaN
-            raise ValueError(f"strength must be a finite number >= 0 (0 = no augmentation), "
-                             f"got {strength}")
+        if not strength >= 0 or math.isinf(strength):  # also rejects NaN
+            raise ValueError(
+                f"strength must be a finite number >= 0 (0 = no augmentation), got {strength}"
+            )
         base = cls() if base is None else base
         if strength == 1:
             return base
@@ -105,9 +111,11 @@ class AugmentParams:
 def _to_unit_image(image: Tensor) -> tv_tensors.Image:
     """(1, 28, 28) uint8 -> float32 x / 255 exactly (bit-equal to BatchAugment); float kept."""
     if tuple(image.shape) != (1, SIDE, SIDE):
-        raise ValueError(f"view_transform expects one digit of shape (1, 28, 28) or a 28x28 "
-                         f"PIL image, got shape {tuple(image.shape)}")
-    scale = 255.0 if image.dtype == torch.uint8 else 1.0    # float input is taken as [0, 1]
+        raise ValueError(
+            f"view_transform expects one digit of shape (1, 28, 28) or a 28x28 "
+            f"PIL image, got shape {tuple(image.shape)}"
+        )
+    scale = 255.0 if image.dtype == torch.uint8 else 1.0  # float input is taken as [0, 1]
     return tv_tensors.Image(image.float() / scale)
 
 
@@ -131,12 +139,25 @@ def view_transform(strength: float = 1.0, params: AugmentParams | None = None) -
     bilinear = v2.InterpolationMode.BILINEAR
     steps: list[v2.Transform] = [v2.ToImage(), v2.Lambda(_to_unit_image)]
     if p.crop_scale < 1:
-        steps.append(v2.RandomResizedCrop(SIDE, scale=(p.crop_scale, 1.0), ratio=CROP_RATIO,
-                                          interpolation=bilinear, antialias=True))
-    if p.rotation or p.translate or p.shear:     # nearest is torchvision's default: too jaggy
-        steps.append(v2.RandomAffine(p.rotation, (p.translate,) * 2 if p.translate else None,
-                                     shear=p.shear or None, interpolation=bilinear))
-    if p.elastic:                                # torchvision's alpha: px = alpha / 2 * field
+        steps.append(
+            v2.RandomResizedCrop(
+                SIDE,
+                scale=(p.crop_scale, 1.0),
+                ratio=CROP_RATIO,
+                interpolation=bilinear,
+                antialias=True,
+            )
+        )
+    if p.rotation or p.translate or p.shear:  # nearest is torchvision's default: too jaggy
+        steps.append(
+            v2.RandomAffine(
+                p.rotation,
+                (p.translate,) * 2 if p.translate else None,
+                shear=p.shear or None,
+                interpolation=bilinear,
+            )
+        )
+    if p.elastic:  # torchvision's alpha: px = alpha / 2 * field
         alpha = 2 * p.elastic / _field_std(SIDE)
         steps.append(v2.ElasticTransform(alpha=alpha, sigma=ELASTIC_SIGMA))
     if p.blur:
@@ -150,14 +171,15 @@ def view_transform(strength: float = 1.0, params: AugmentParams | None = None) -
 
 def _blur_matrices(sigma: Tensor, radius: int, side: int) -> Tensor:
     """Gaussian blur along one axis, reflect padding, as a matrix (B, S, S) per sigma (B,)."""
-    taps = torch.arange(-radius, radius + 1, device=sigma.device)             # (k,)
-    kernel = torch.exp(-0.5 * (taps / sigma[:, None]) ** 2)                   # (B, k)
+    taps = torch.arange(-radius, radius + 1, device=sigma.device)  # (k,)
+    kernel = torch.exp(-0.5 * (taps / sigma[:, None]) ** 2)  # (B, k)
     kernel = kernel / kernel.sum(1, keepdim=True)
     source = (torch.arange(side, device=sigma.device)[:, None] + taps).abs()  # (S, k), -1 -> 1
     source = torch.where(source > side - 1, 2 * (side - 1) - source, source)  # S -> S - 2
     matrices = torch.zeros(len(sigma), side, side, device=sigma.device)
-    return matrices.scatter_add_(2, source.expand(len(sigma), -1, -1),
-                                 kernel[:, None, :].expand(-1, side, -1))
+    return matrices.scatter_add_(
+        2, source.expand(len(sigma), -1, -1), kernel[:, None, :].expand(-1, side, -1)
+    )
 
 
 def _blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
@@ -167,7 +189,7 @@ def _blur(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
     beat a grouped convolution on CPU, most for the wide elastic kernel
     (benchmarks/augment_throughput.py).
     """
-    matrices = _blur_matrices(sigma, radius, x.shape[-1])[:, None]           # (B, 1, S, S)
+    matrices = _blur_matrices(sigma, radius, x.shape[-1])[:, None]  # (B, 1, S, S)
     return matrices @ x @ matrices.transpose(-1, -2)
 
 
@@ -175,7 +197,7 @@ def _field_std(side: int) -> float:
     """RMS of U(-1, 1) noise after the elastic smoothing M @ u @ M^T, reflect edges included:
     pixel (i, j) has variance |M_i|^2 |M_j|^2 / 3."""
     matrix = _blur_matrices(torch.tensor([ELASTIC_SIGMA]), min(ELASTIC_RADIUS, side - 1), side)[0]
-    norms = matrix.pow(2).sum(1)                                        # (S,) |M_i|^2
+    norms = matrix.pow(2).sum(1)  # (S,) |M_i|^2
     return float((norms[:, None] * norms[None, :]).mean().sqrt() / math.sqrt(3))
 
 
@@ -186,13 +208,13 @@ def _affine_grid(theta: Tensor, side: int) -> Tensor:
     varies along columns, so we add a (B, S, 1, 2) and a (B, 1, S, 2): fewer operations than
     F.affine_grid's batched matmul over all S * S points.
     """
-    coords = (2 * torch.arange(side, device=theta.device) + 1) / side - 1       # pixel centres
-    along_x = coords[None, :, None] * theta[:, None, :, 0]                      # (B, S, 2)
+    coords = (2 * torch.arange(side, device=theta.device) + 1) / side - 1  # pixel centres
+    along_x = coords[None, :, None] * theta[:, None, :, 0]  # (B, S, 2)
     along_y = coords[None, :, None] * theta[:, None, :, 1] + theta[:, None, :, 2]
-    return along_y[:, :, None, :] + along_x[:, None, :, :]                     # (B, S, S, 2)
+    return along_y[:, :, None, :] + along_x[:, None, :, :]  # (B, S, S, 2)
 
 
-Draw = Callable[..., Tensor]    # draw(*shape, normal=False) -> U[0, 1) or N(0, 1) numbers
+Draw = Callable[..., Tensor]  # draw(*shape, normal=False) -> U[0, 1) or N(0, 1) numbers
 
 
 def _log_uniform(u: Tensor, bounds: tuple[float, float]) -> Tensor:
@@ -207,20 +229,20 @@ def _affine_matrices(p: AugmentParams, n: int, draw: Draw) -> Tensor:
     Maps output to input coordinates in grid_sample's normalised units (the side is 2).
     """
     # Crop as torchvision: up to 10 tries of (area, ratio); the first that fits wins.
-    area = p.crop_scale + (1 - p.crop_scale) * draw(n, 10)                # (B, 10)
-    ratio = _log_uniform(draw(n, 10), CROP_RATIO)                         # width / height
+    area = p.crop_scale + (1 - p.crop_scale) * draw(n, 10)  # (B, 10)
+    ratio = _log_uniform(draw(n, 10), CROP_RATIO)  # width / height
     size = torch.stack([(area * ratio).sqrt(), (area / ratio).sqrt()], 2)  # (B, 10, 2) of side
-    fits = (size <= 1).all(2)                                             # (B, 10)
+    fits = (size <= 1).all(2)  # (B, 10)
     first = size[torch.arange(n, device=size.device), fits.float().argmax(1)]  # (B, 2)
-    size = torch.where(fits.any(1, keepdim=True), first, 1.0)             # none fits: all
-    centre = (2 * draw(n, 2) - 1) * (1 - size)                            # (B, 2) inside [-1, 1]
-    angle = math.radians(p.rotation) * (2 * draw(n) - 1)                  # (B,)
-    shear = torch.tan(math.radians(p.shear) * (2 * draw(n) - 1))          # (B,)
-    shift = 2 * p.translate * (2 * draw(n, 2) - 1)                        # (B, 2)
+    size = torch.where(fits.any(1, keepdim=True), first, 1.0)  # none fits: all
+    centre = (2 * draw(n, 2) - 1) * (1 - size)  # (B, 2) inside [-1, 1]
+    angle = math.radians(p.rotation) * (2 * draw(n) - 1)  # (B,)
+    shear = torch.tan(math.radians(p.shear) * (2 * draw(n) - 1))  # (B,)
+    shift = 2 * p.translate * (2 * draw(n, 2) - 1)  # (B, 2)
     cos, sin = angle.cos(), angle.sin()
     warp = torch.stack([cos, cos * shear - sin, sin, sin * shear + cos], 1)  # rotation @ shear
-    warp = size[:, :, None] * warp.view(n, 2, 2)                          # (B, 2, 2) then crop
-    return torch.cat([warp, (size * shift + centre)[:, :, None]], 2)      # (B, 2, 3)
+    warp = size[:, :, None] * warp.view(n, 2, 2)  # (B, 2, 2) then crop
+    return torch.cat([warp, (size * shift + centre)[:, :, None]], 2)  # (B, 2, 3)
 
 
 def _erase(x: Tensor, erase_p: float, draw: Draw) -> Tensor:
@@ -228,13 +250,13 @@ def _erase(x: Tensor, erase_p: float, draw: Draw) -> Tensor:
     n, side = x.shape[0], x.shape[-1]
     area = side * side * (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * draw(n))
     ratio = _log_uniform(draw(n), ERASE_RATIO)
-    height = (area * ratio).sqrt().round().clamp(1, side - 1)[:, None]   # (B, 1) px
+    height = (area * ratio).sqrt().round().clamp(1, side - 1)[:, None]  # (B, 1) px
     width = (area / ratio).sqrt().round().clamp(1, side - 1)[:, None]
-    top = (draw(n, 1) * (side - height + 1)).floor()                      # (B, 1)
+    top = (draw(n, 1) * (side - height + 1)).floor()  # (B, 1)
     left = (draw(n, 1) * (side - width + 1)).floor()
-    pixels = torch.arange(side, device=x.device)                          # (S,)
-    chosen = draw(n, 1) < erase_p                                         # (B, 1)
-    rows = ((pixels >= top) & (pixels < top + height) & chosen).float()   # (B, S)
+    pixels = torch.arange(side, device=x.device)  # (S,)
+    chosen = draw(n, 1) < erase_p  # (B, 1)
+    rows = ((pixels >= top) & (pixels < top + height) & chosen).float()  # (B, S)
     cols = ((pixels >= left) & (pixels < left + width)).float()
     # a float multiply rather than indexing with a bool mask: faster on CPU
     return x * (1 - rows[:, :, None] * cols[:, None, :])[:, None]
@@ -281,17 +303,17 @@ class BatchAugment:
             return sample(shape, generator=generator, device=gen_device).to(x.device)
 
         if p.crop_scale < 1 or p.rotation or p.translate or p.shear or p.elastic:
-            theta = _affine_matrices(p, n, draw)                              # (B, 2, 3)
-            grid = _affine_grid(theta, side)                                  # (B, S, S, 2)
-            if p.elastic:   # a smooth field in output px, through the same matrix as the grid
-                sigma = torch.tensor([ELASTIC_SIGMA], device=x.device)       # one for all
+            theta = _affine_matrices(p, n, draw)  # (B, 2, 3)
+            grid = _affine_grid(theta, side)  # (B, S, S, 2)
+            if p.elastic:  # a smooth field in output px, through the same matrix as the grid
+                sigma = torch.tensor([ELASTIC_SIGMA], device=x.device)  # one for all
                 field = _blur(2 * draw(n, 2, side, side) - 1, sigma, min(ELASTIC_RADIUS, side - 1))
                 field = field * (p.elastic / _field_std(side) * 2 / side)  # RMS px -> normalised
                 grid = grid + torch.einsum("bjhw,bij->bhwi", field, theta[:, :, :2])
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         if p.blur:
             low = min(0.1, p.blur)
-            sigma = low + (p.blur - low) * draw(n)                             # (B,) px
+            sigma = low + (p.blur - low) * draw(n)  # (B,) px
             x = _blur(x, sigma, min(math.ceil(3 * p.blur), side - 1))
         if p.noise:
             x = draw(n, 1, side, side, normal=True).mul_(p.noise).add_(x).clamp_(0, 1)
@@ -303,10 +325,12 @@ class BatchAugment:
 def _as_unit_batch(x: Tensor) -> Tensor:
     """(B, 1, S, S) or (B, S, S), uint8 or float -> float32 (B, 1, S, S) in [0, 1]."""
     if x.dim() == 3:
-        x = x.unsqueeze(1)                                   # (B, S, S) -> (B, 1, S, S)
+        x = x.unsqueeze(1)  # (B, S, S) -> (B, 1, S, S)
     if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3]:
-        raise ValueError(f"BatchAugment expects square grayscale images (B, 1, S, S) or "
-                         f"(B, S, S), got shape {tuple(x.shape)}; for one image use x[None]")
+        raise ValueError(
+            f"BatchAugment expects square grayscale images (B, 1, S, S) or "
+            f"(B, S, S), got shape {tuple(x.shape)}; for one image use x[None]"
+        )
     if x.dtype == torch.uint8:
         return x.float() / 255
     if not x.is_floating_point():
@@ -329,18 +353,26 @@ def params_from_controls(values: Mapping[str, float | bool]) -> AugmentParams:
     Returns:
         AugmentParams at the given strength.
     """
-    unknown = set(values) - {*PARAM_RANGES, *(f"{n}_on" for n in PARAM_RANGES), "strength",
-                             "index", "seed"}
+    unknown = set(values) - {
+        *PARAM_RANGES,
+        *(f"{n}_on" for n in PARAM_RANGES),
+        "strength",
+        "index",
+        "seed",
+    }
     if unknown:
-        raise ValueError(f"unknown control(s) {sorted(unknown)}; use field names of "
-                         f"AugmentParams, '<field>_on' or 'strength'")
+        raise ValueError(
+            f"unknown control(s) {sorted(unknown)}; use field names of "
+            f"AugmentParams, '<field>_on' or 'strength'"
+        )
     base = AugmentParams(**{n: float(values[n]) for n in PARAM_RANGES if n in values})
     off = [n for n in PARAM_RANGES if values.get(f"{n}_on", True) is False]
     return AugmentParams.at_strength(float(values.get("strength", 1.0)), base.disabled(*off))
 
 
-def augmentation_views(images: Tensor, index: int, params: AugmentParams, seed: int = 0,
-                       n_views: int = 8) -> Tensor:
+def augmentation_views(
+    images: Tensor, index: int, params: AugmentParams, seed: int = 0, n_views: int = 8
+) -> Tensor:
     """`n_views` random views of one digit, seeded. Taught in 01_augmentations.
 
     Args:
@@ -355,14 +387,17 @@ def augmentation_views(images: Tensor, index: int, params: AugmentParams, seed: 
     """
     if not 0 <= index < len(images):
         raise ValueError(f"index must be in [0, {len(images) - 1}], got {index}")
-    digit = images[index].reshape(1, 1, *images.shape[-2:])                 # (1, 1, 28, 28)
+    digit = images[index].reshape(1, 1, *images.shape[-2:])  # (1, 1, 28, 28)
     generator = torch.Generator().manual_seed(check_seed(seed))
     return BatchAugment(1.0, params)(digit.expand(n_views, -1, -1, -1), generator)
 
 
-def view_similarities(images: Tensor, params: AugmentParams | None = None,
-                      generator: torch.Generator | None = None,
-                      strength: float = 1.0) -> tuple[Tensor, Tensor]:
+def view_similarities(
+    images: Tensor,
+    params: AugmentParams | None = None,
+    generator: torch.Generator | None = None,
+    strength: float = 1.0,
+) -> tuple[Tensor, Tensor]:
     """Pixel cosine of two views of one digit, and of views of two different digits.
 
     Taught in 01_augmentations: a measure of how strong the views are. Both views come from
@@ -380,7 +415,7 @@ def view_similarities(images: Tensor, params: AugmentParams | None = None,
     if len(images) < 2:
         raise ValueError(f"need at least 2 images to pair different digits, got {len(images)}")
     augment = BatchAugment(strength, params)
-    x1 = augment(images, generator).flatten(1)                               # (B, 784)
+    x1 = augment(images, generator).flatten(1)  # (B, 784)
     x2 = augment(images, generator).flatten(1)
     same = F.cosine_similarity(x1, x2, dim=1)
     different = F.cosine_similarity(x1, x2.roll(1, dims=0), dim=1)

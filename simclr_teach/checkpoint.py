@@ -79,18 +79,24 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no checkpoint at {path}; train one with `python -m simclr_teach train --out {path.parent}`"
+            f"no checkpoint at {path}; train one with "
+            f"`python -m simclr_teach train --out {path.parent}`"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"{path} is not a readable checkpoint ({error}); delete it and train again") from error
+        raise ValueError(
+            f"{path} is not a readable checkpoint ({error}); delete it and train again"
+        ) from error
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise ValueError(f"{path} is not a simclr_teach checkpoint (missing {missing}); train again")
+        raise ValueError(
+            f"{path} is not a simclr_teach checkpoint (missing {missing}); train again"
+        )
     if state["format"] != CHECKPOINT_FORMAT:
         raise ValueError(
-            f"{path} has checkpoint format {state['format']}, this version reads {CHECKPOINT_FORMAT}; "
+            f"{path} has checkpoint format {state['format']}, "
+            f"this version reads {CHECKPOINT_FORMAT}; "
             "delete it and train again"
         )
     state.setdefault("data", None)
@@ -98,8 +104,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def check_run_folder(folder: str | Path, files: tuple[str, ...] = ("checkpoint.pt", "metrics.json")
-                     ) -> Path:
+def check_run_folder(
+    folder: str | Path, files: tuple[str, ...] = ("checkpoint.pt", "metrics.json")
+) -> Path:
     """Create ``folder`` if needed and make sure a run can write ``files`` there, before training.
 
     A folder that cannot hold the run fails now, with the reason, not after an epoch.
@@ -111,17 +118,23 @@ def check_run_folder(folder: str | Path, files: tuple[str, ...] = ("checkpoint.p
     folder = Path(folder)
     blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
     if blocker is not None:
-        raise NotADirectoryError(f"cannot use {folder} as a run folder: {blocker} is a file; "
-                                 "pass a folder path to --out (a new or an existing folder)")
+        raise NotADirectoryError(
+            f"cannot use {folder} as a run folder: {blocker} is a file; "
+            "pass a folder path to --out (a new or an existing folder)"
+        )
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise PermissionError(f"cannot write in {folder} ({error.strerror}); make it writable "
-                              "or pass another folder to --out") from None
+        raise PermissionError(
+            f"cannot write in {folder} ({error.strerror}); make it writable "
+            "or pass another folder to --out"
+        ) from None
     for name in files:
         if (folder / name).is_dir():
-            raise IsADirectoryError(f"{folder / name} is a folder, but the run writes a file "
-                                    "there; move it away or pass another folder to --out")
+            raise IsADirectoryError(
+                f"{folder / name} is a folder, but the run writes a file "
+                "there; move it away or pass another folder to --out"
+            )
     return folder

@@ -37,48 +37,85 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, defaults: o
         if f.name == "device":
             text = f"auto, cpu, cuda, cuda:<i>, mps or xpu; {text}"
         # SUPPRESS: only the flags given on the command line reach the namespace
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind, dest=f.name,
-                            default=argparse.SUPPRESS, help=text, choices=CHOICES.get(f.name))
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            help=text,
+            choices=CHOICES.get(f.name),
+        )
 
 
 def _parser() -> argparse.ArgumentParser:
     from simclr_teach.augment import AugmentParams
     from simclr_teach.train import CHOICES, TrainConfig
 
-    parser = argparse.ArgumentParser(prog="python -m simclr_teach",
-                                     description="Train and evaluate SimCLR on MNIST.")
+    parser = argparse.ArgumentParser(
+        prog="python -m simclr_teach", description="Train and evaluate SimCLR on MNIST."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="train a SimCLR model (defaults = the course's run)")
-    train.add_argument("--out", type=Path, required=True, help="writes OUT/checkpoint.pt, OUT/metrics.json")
-    train.add_argument("--preset", choices=["default", "gpu"], default="default",
-                       help="gpu: full MNIST, wider encoder, batch 1024 (flags still override)")
+    train.add_argument(
+        "--out", type=Path, required=True, help="writes OUT/checkpoint.pt, OUT/metrics.json"
+    )
+    train.add_argument(
+        "--preset",
+        choices=["default", "gpu"],
+        default="default",
+        help="gpu: full MNIST, wider encoder, batch 1024 (flags still override)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_dataclass_flags(train, TrainConfig, TrainConfig())
-    _add_dataclass_flags(train.add_argument_group("augmentations at strength 1"),
-                         AugmentParams, AugmentParams())
+    _add_dataclass_flags(
+        train.add_argument_group("augmentations at strength 1"), AugmentParams, AugmentParams()
+    )
     evaluate = commands.add_parser("evaluate", help="kNN and linear-probe table for a checkpoint")
     evaluate.add_argument("checkpoint", type=Path, help="a checkpoint.pt written by train")
-    evaluate.add_argument("--data", default=None, choices=CHOICES["data"],
-                          help="digits to evaluate on (default: those it was trained on)")
+    evaluate.add_argument(
+        "--data",
+        default=None,
+        choices=CHOICES["data"],
+        help="digits to evaluate on (default: those it was trained on)",
+    )
     evaluate.add_argument("--no-probe", action="store_true", help="skip the linear probe (faster)")
     from simclr_teach.lab import GRIDS, LAB_BASE
 
     sweep = commands.add_parser("sweep", help="lab runs over a grid (06 lab), scores to a CSV")
-    sweep.add_argument("--grid", nargs="+", choices=GRIDS, required=True, help="grids to run, in order")
-    sweep.add_argument("--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)")
+    sweep.add_argument(
+        "--grid", nargs="+", choices=GRIDS, required=True, help="grids to run, in order"
+    )
+    sweep.add_argument(
+        "--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)"
+    )
     sweep.add_argument("--cache", type=Path, default=None, help="run cache (default: runs/cache)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress output")
-    _add_dataclass_flags(sweep.add_argument_group("the base run (default: lab.LAB_BASE)"),
-                         TrainConfig, LAB_BASE)
+    _add_dataclass_flags(
+        sweep.add_argument_group("the base run (default: lab.LAB_BASE)"), TrainConfig, LAB_BASE
+    )
     from simclr_teach.protocol import FEW_LABEL_BUDGETS, STEPS
 
-    few = commands.add_parser("few-labels", help="kNN, linear probe, supervised CNN and fine-tuning "
-                              "on a few labels per class (05), to a CSV")
-    few.add_argument("--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)")
-    few.add_argument("--checkpoint", type=Path, default=None,
-                     help="SimCLR model (default: the course's default run, trained if not cached)")
-    few.add_argument("--budgets", type=int, nargs="+", default=list(FEW_LABEL_BUDGETS),
-                     help="labelled digits per class")
+    few = commands.add_parser(
+        "few-labels",
+        help="kNN, linear probe, supervised CNN and fine-tuning "
+        "on a few labels per class (05), to a CSV",
+    )
+    few.add_argument(
+        "--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)"
+    )
+    few.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="SimCLR model (default: the course's default run, trained if not cached)",
+    )
+    few.add_argument(
+        "--budgets",
+        type=int,
+        nargs="+",
+        default=list(FEW_LABEL_BUDGETS),
+        help="labelled digits per class",
+    )
     few.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws of the labels")
     few.add_argument("--steps", type=int, default=STEPS, help="classifier schedule length")
     return parser
@@ -92,10 +129,14 @@ def _train(args: argparse.Namespace) -> int:
 
     given = vars(args)  # holds only the flags that were typed
     base = TrainConfig.gpu_preset() if args.preset == "gpu" else TrainConfig()
-    augment = replace(base.augment, **{f.name: given[f.name] for f in fields(AugmentParams)
-                                        if f.name in given})
-    config = replace(base, augment=augment, **{f.name: given[f.name] for f in fields(TrainConfig)
-                                               if f.name in given})
+    augment = replace(
+        base.augment, **{f.name: given[f.name] for f in fields(AugmentParams) if f.name in given}
+    )
+    config = replace(
+        base,
+        augment=augment,
+        **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given},
+    )
     pick_device(config.device)  # a wrong device fails now, not after loading the data
     out = check_run_folder(args.out)  # so does a folder the run cannot write
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for all
@@ -126,29 +167,50 @@ def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
     seed_everything(config.seed)
     model = build_model(config)
     val = validation_split(data.train_labels)
-    monitor = (data.train_images[~val], data.train_labels[~val],
-               data.train_images[val], data.train_labels[val])
+    monitor = (
+        data.train_images[~val],
+        data.train_labels[~val],
+        data.train_images[val],
+        data.train_labels[val],
+    )
     start = time.perf_counter()
     try:
         with distributed.process_group(config.device):  # torchrun: join its group, leave at the end
-            history = train_simclr(model, data.train_images, config, progress=not no_progress,
-                                   monitor=monitor, checkpoint_path=path, data_name=data.name)
+            history = train_simclr(
+                model,
+                data.train_images,
+                config,
+                progress=not no_progress,
+                monitor=monitor,
+                checkpoint_path=path,
+                data_name=data.name,
+            )
             rank, world_size = distributed.rank(), distributed.world_size()
     except KeyboardInterrupt:
         done = len(load_checkpoint(path)["history"]["epoch"]) if path.is_file() else 0
         if first:
-            print(f"\ninterrupted after epoch {done} of {config.epochs}; rerun the same command "
-                  "to resume", file=sys.stderr)
+            print(
+                f"\ninterrupted after epoch {done} of {config.epochs}; rerun the same command "
+                "to resume",
+                file=sys.stderr,
+            )
         return 130
     if rank > 0:
         return 0  # rank 0 wrote the checkpoint; it also writes the metrics and reports
     # a seeded run repeats bit for bit at the same thread count, not across thread counts
-    metrics = {"config": asdict(config), "data": data.name, "history": history.to_dict(),
-               "world_size": world_size, "torch_threads": torch.get_num_threads(),
-               "wall_seconds_this_call": time.perf_counter() - start}
+    metrics = {
+        "config": asdict(config),
+        "data": data.name,
+        "history": history.to_dict(),
+        "world_size": world_size,
+        "torch_threads": torch.get_num_threads(),
+        "wall_seconds_this_call": time.perf_counter() - start,
+    }
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
-    print(f"trained {config.epochs} epochs on {data.name} in {history.seconds[-1]:.0f} s; final "
-          f"loss {history.loss[-1]:.3f}, validation kNN {history.knn[-1]:.1%}")
+    print(
+        f"trained {config.epochs} epochs on {data.name} in {history.seconds[-1]:.0f} s; final "
+        f"loss {history.loss[-1]:.3f}, validation kNN {history.knn[-1]:.1%}"
+    )
     print(f"wrote {path} and {out / 'metrics.json'}")
     return 0
 
@@ -172,22 +234,39 @@ def _evaluate(args: argparse.Namespace) -> int:
         here = fingerprint(data.train_images)
         if data.name == recorded["name"] and recorded["fingerprint"] != here:
             trained += " that differ from the ones here"
-    print(f"{args.checkpoint}: {trained}, {len(state['history']['epoch'])} epochs; evaluated on "
-          f"{data.name}: kNN bank and probe on its {len(data.train_labels):,} training digits, "
-          f"test split of {len(data.test_labels):,}")
-    rows, chosen = evaluation_table(model, data.train_images, data.train_labels,
-                                    data.test_images, data.test_labels, probe=not args.no_probe)
+    print(
+        f"{args.checkpoint}: {trained}, {len(state['history']['epoch'])} epochs; evaluated on "
+        f"{data.name}: kNN bank and probe on its {len(data.train_labels):,} training digits, "
+        f"test split of {len(data.test_labels):,}"
+    )
+    rows, chosen = evaluation_table(
+        model,
+        data.train_images,
+        data.train_labels,
+        data.test_images,
+        data.test_labels,
+        probe=not args.no_probe,
+    )
     print(format_table(rows))
-    print("chosen on the training digits (kNN: leave-one-out over all of them; probe: the "
-          "validation split of 50 per class), then the test split scored once:")
+    print(
+        "chosen on the training digits (kNN: leave-one-out over all of them; probe: the "
+        "validation split of 50 per class), then the test split scored once:"
+    )
     for name, values in chosen.items():
-        print(f"  {name}: " + ", ".join(f"{key} {value:g}" for key, value in values.items()
-                                        if not key.startswith("temperature@")
-                                        or key == f"temperature@{values['k']}"))
+        print(
+            f"  {name}: "
+            + ", ".join(
+                f"{key} {value:g}"
+                for key, value in values.items()
+                if not key.startswith("temperature@") or key == f"temperature@{values['k']}"
+            )
+        )
     readers = [row["features"] for row in rows if row["features"].startswith("SimCLR")]
     readout = max(readers, key=lambda name: chosen[name]["val_knn"])  # h or z, on validation
-    print(f"kNN readout chosen by leave-one-out: {readout} (k {chosen[readout]['k']}): test "
-          f"{next(r['knn'] for r in rows if r['features'] == readout):.1%}")
+    print(
+        f"kNN readout chosen by leave-one-out: {readout} (k {chosen[readout]['k']}): test "
+        f"{next(r['knn'] for r in rows if r['features'] == readout):.1%}"
+    )
     return 0
 
 
@@ -196,9 +275,17 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from simclr_teach.train import TrainConfig
 
     given = vars(args)
-    base = replace(LAB_BASE, **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given})
-    rows = sweep(args.grid, args.out, args.cache, base, progress=not args.no_progress,
-                 command="python -m simclr_teach " + " ".join(argv))
+    base = replace(
+        LAB_BASE, **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given}
+    )
+    rows = sweep(
+        args.grid,
+        args.out,
+        args.cache,
+        base,
+        progress=not args.no_progress,
+        command="python -m simclr_teach " + " ".join(argv),
+    )
     print(f"wrote {len(rows)} runs to {args.out} (command in {args.out.with_suffix('.txt')})")
     return 0
 
@@ -222,14 +309,30 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
     def report(row: dict) -> None:
         rows.append(row)
         atomic_write_csv(args.out, rows, FEW_LABEL_COLUMNS, digits=4)
-        print(f"{row['per_class']:4d} per class, seed {row['seed']}: {row['method']:18s} "
-              f"test {row['test_accuracy']:.1%} ({row['choice']})", flush=True)
+        print(
+            f"{row['per_class']:4d} per class, seed {row['seed']}: {row['method']:18s} "
+            f"test {row['test_accuracy']:.1%} ({row['choice']})",
+            flush=True,
+        )
 
-    few_label_study(model, data.train_images, data.train_labels, data.test_images,
-                    data.test_labels, args.budgets, args.seeds, steps=args.steps, progress=report)
-    note = run_note("python -m simclr_teach " + " ".join(argv), model=asdict(config),
-                    data=data.name, rows=len(rows),
-                    minutes=round((time.perf_counter() - start) / 60, 1))
+    few_label_study(
+        model,
+        data.train_images,
+        data.train_labels,
+        data.test_images,
+        data.test_labels,
+        args.budgets,
+        args.seeds,
+        steps=args.steps,
+        progress=report,
+    )
+    note = run_note(
+        "python -m simclr_teach " + " ".join(argv),
+        model=asdict(config),
+        data=data.name,
+        rows=len(rows),
+        minutes=round((time.perf_counter() - start) / 60, 1),
+    )
     atomic_write_text(args.out.with_suffix(".txt"), note)
     print(f"wrote {len(rows)} rows to {args.out} (command in {args.out.with_suffix('.txt')})")
     return 0

@@ -62,7 +62,7 @@ class MNISTData:
 
 
 def data_root(root: str | Path | None = None) -> Path:
-    """Where full MNIST lives: ``root``, else $SIMCLR_TEACH_DATA, else ``data/`` at the repo root."""
+    """Where full MNIST lives: ``root``, else $SIMCLR_TEACH_DATA, else ``data/`` in the repo."""
     if root is not None:
         return Path(root)
     return Path(os.environ.get("SIMCLR_TEACH_DATA", REPO_ROOT / "data"))
@@ -136,8 +136,9 @@ def _download_mnist(root: Path) -> None:
     with locked(root, wait=False, busy=busy):
         for leftover in root.glob(".mnist-download-*"):  # from a download that was killed
             shutil.rmtree(leftover, ignore_errors=True)
-        with tempfile.TemporaryDirectory(dir=root, prefix=".mnist-download-",
-                                         ignore_cleanup_errors=True) as tmp:
+        with tempfile.TemporaryDirectory(
+            dir=root, prefix=".mnist-download-", ignore_cleanup_errors=True
+        ) as tmp:
             try:
                 _fetch_until_stalled(Path(tmp), DOWNLOAD_STALL_SECONDS)
             except Exception as error:  # network errors come in many types
@@ -164,14 +165,17 @@ def _read_idx(path: Path, kind: str, count: int) -> Tensor:
     header = tuple(int(x) for x in np.frombuffer(raw, ">u4", count=1 + len(dims)))
     fix = "delete it and download again with load_mnist('mnist', download=True)"
     if header != (IDX_MAGIC[kind], *dims):
-        raise ValueError(f"{path} is not an MNIST {kind} file: its header (magic number, sizes) is "
-                         f"{header}, expected {(IDX_MAGIC[kind], *dims)}; {fix}")
+        raise ValueError(
+            f"{path} is not an MNIST {kind} file: its header (magic number, sizes) is "
+            f"{header}, expected {(IDX_MAGIC[kind], *dims)}; {fix}"
+        )
     values = np.frombuffer(raw, np.uint8, offset=4 * len(header))
     if kind == "images":
         return torch.from_numpy(values.reshape(dims).copy())
     if values.max() > 9:
-        raise ValueError(f"{path} holds label {values.max()}, but digits are 0..9; it is corrupt: "
-                         f"{fix}")
+        raise ValueError(
+            f"{path} holds label {values.max()}, but digits are 0..9; it is corrupt: {fix}"
+        )
     return torch.from_numpy(values.astype(np.int64))
 
 
@@ -223,7 +227,9 @@ def embedded_mnist() -> MNISTData:
     for digit in range(10):
         idx = rng.permutation(np.flatnonzero(labels == digit))
         train_idx.append(idx[:EMBEDDED_TRAIN_PER_DIGIT])
-        test_idx.append(idx[EMBEDDED_TRAIN_PER_DIGIT:EMBEDDED_TRAIN_PER_DIGIT + EMBEDDED_TEST_PER_DIGIT])
+        test_idx.append(
+            idx[EMBEDDED_TRAIN_PER_DIGIT : EMBEDDED_TRAIN_PER_DIGIT + EMBEDDED_TEST_PER_DIGIT]
+        )
     # interleave digits so any prefix of the training set is balanced too
     train = np.stack(train_idx, axis=1).reshape(-1)
     test = np.stack(test_idx, axis=1).reshape(-1)
@@ -266,12 +272,16 @@ def load_mnist(
     if source == "mnist" or mnist_files_present(root_path):
         data = _read_full_mnist(root_path)
         if source == "auto" and verbose:
-            print(f"Using full MNIST (60,000 / 10,000) from {_raw_folder(root_path)}; "
-                  "load_mnist('embedded') gives the 5,000-digit subset.")
+            print(
+                f"Using full MNIST (60,000 / 10,000) from {_raw_folder(root_path)}; "
+                "load_mnist('embedded') gives the 5,000-digit subset."
+            )
         return data
     if verbose:
-        print("Using the embedded 5,000-digit MNIST subset (4,000 train / 1,000 test); for full "
-              f"MNIST put its files in {_raw_folder(root_path)} or set SIMCLR_TEACH_DOWNLOAD=1.")
+        print(
+            "Using the embedded 5,000-digit MNIST subset (4,000 train / 1,000 test); for full "
+            f"MNIST put its files in {_raw_folder(root_path)} or set SIMCLR_TEACH_DOWNLOAD=1."
+        )
     return embedded_mnist()
 
 

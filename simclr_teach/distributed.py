@@ -155,8 +155,10 @@ def rank_nt_xent(
     _check_pair(z1_global, z2_global, temperature)
     n_global = z1_global.shape[0]
     if n_global % world_size or not 0 <= rank < world_size:
-        raise ValueError(f"need N_global ({n_global}) divisible by world_size ({world_size}) and "
-                         f"0 <= rank < world_size, got rank {rank}; every rank must embed N pairs")
+        raise ValueError(
+            f"need N_global ({n_global}) divisible by world_size ({world_size}) and "
+            f"0 <= rank < world_size, got rank {rank}; every rank must embed N pairs"
+        )
     n = n_global // world_size
     rows = anchor_rows(n, rank, world_size, z1_global.device)  # (2N,)
     # float32 even under autocast, as in loss.similarity_logits
@@ -212,8 +214,10 @@ def data_parallel(model: nn.Module, sync_bn: bool = False) -> nn.Module:
         return model
     if sync_bn:
         if next(model.parameters()).device.type == "cpu":
-            raise ValueError("sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU; "
-                             "drop --sync-bn (each process then normalises with its own batch)")
+            raise ValueError(
+                "sync_bn needs GPUs: PyTorch's SyncBatchNorm does not run on the CPU; "
+                "drop --sync-bn (each process then normalises with its own batch)"
+            )
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     return nn.parallel.DistributedDataParallel(model)
 

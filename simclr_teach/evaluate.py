@@ -22,8 +22,13 @@ from simclr_teach.model import preprocess
 from simclr_teach.utils import pick_device, sklearn_threads
 
 
-def embed(model: nn.Module, images: Tensor, use: str = "h", batch_size: int = 256,
-          device: str | torch.device | None = None) -> Tensor:
+def embed(
+    model: nn.Module,
+    images: Tensor,
+    use: str = "h",
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> Tensor:
     """Features of a frozen SimCLR model: h = f(x) or z = g(f(x)) (Chen et al., 2020, sec. 2.1).
 
     Runs in eval mode (BatchNorm uses its running statistics, Dropout is off) without autograd,
@@ -71,12 +76,16 @@ def _check_features(features: Tensor, labels: Tensor | None, name: str) -> None:
     finite = torch.isfinite(features).all(dim=1)  # (N,)
     if not finite.all():
         rows = torch.nonzero(~finite).flatten()
-        raise ValueError(f"{name}_features has NaN or inf in {len(rows)} row(s), the first is "
-                         f"row {rows[0].item()}; check the model that produced them, or drop "
-                         "those rows")
+        raise ValueError(
+            f"{name}_features has NaN or inf in {len(rows)} row(s), the first is "
+            f"row {rows[0].item()}; check the model that produced them, or drop "
+            "those rows"
+        )
     if labels is not None and labels.shape != (len(features),):
-        raise ValueError(f"{name}_labels must have shape ({len(features)},) like {name}_features "
-                         f"has rows, got {tuple(labels.shape)}")
+        raise ValueError(
+            f"{name}_labels must have shape ({len(features)},) like {name}_features "
+            f"has rows, got {tuple(labels.shape)}"
+        )
 
 
 def _check_k(k: int) -> None:
@@ -84,8 +93,9 @@ def _check_k(k: int) -> None:
         raise ValueError(f"k (neighbours) must be an int >= 1, got {k!r}")
 
 
-def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 8,
-                       batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+def nearest_neighbours(
+    queries: Tensor, references: Tensor, k: int = 8, batch_size: int = 1024
+) -> tuple[Tensor, Tensor]:
     """The k references most cosine-similar to each query, batched over queries.
 
     Args:
@@ -110,8 +120,9 @@ def nearest_neighbours(queries: Tensor, references: Tensor, k: int = 8,
     return torch.cat(sims), torch.cat(indices)
 
 
-def neighbours_state(index: int, spaces: Mapping[str, tuple[Tensor, Tensor]],
-                     k: int = 8) -> dict[str, Tensor]:
+def neighbours_state(
+    index: int, spaces: Mapping[str, tuple[Tensor, Tensor]], k: int = 8
+) -> dict[str, Tensor]:
     """The k bank digits nearest to query ``index`` in each space. Taught in 05 (the explorer).
 
     Nearest means most cosine-similar (``nearest_neighbours``), the geometry the kNN
@@ -130,18 +141,21 @@ def neighbours_state(index: int, spaces: Mapping[str, tuple[Tensor, Tensor]],
         raise ValueError("spaces is empty; pass {name: (query_features, bank_features)}")
     sizes = {(len(q), len(b)) for q, b in spaces.values()}
     if len(sizes) != 1:
-        raise ValueError(f"every space needs the same queries and bank, got (Q, N) = "
-                         f"{sorted(sizes)}")
+        raise ValueError(
+            f"every space needs the same queries and bank, got (Q, N) = {sorted(sizes)}"
+        )
     queries = sizes.pop()[0]
     if not 0 <= index < queries:
         raise ValueError(f"index must be in [0, {queries - 1}] (one of the queries), got {index}")
-    return {name: nearest_neighbours(torch.as_tensor(q)[index : index + 1], torch.as_tensor(b),
-                                     k)[1][0]
-            for name, (q, b) in spaces.items()}
+    return {
+        name: nearest_neighbours(torch.as_tensor(q)[index : index + 1], torch.as_tensor(b), k)[1][0]
+        for name, (q, b) in spaces.items()
+    }
 
 
-def neighbour_agreement(neighbours: Mapping[str, Tensor], bank_labels: Tensor,
-                        label: int) -> dict[str, int]:
+def neighbour_agreement(
+    neighbours: Mapping[str, Tensor], bank_labels: Tensor, label: int
+) -> dict[str, int]:
     """How many of each space's neighbours (from ``neighbours_state``) have the query's label.
 
     Args:
@@ -152,13 +166,20 @@ def neighbour_agreement(neighbours: Mapping[str, Tensor], bank_labels: Tensor,
         {name: count in [0, k]}, in the order of ``neighbours``.
     """
     bank_labels = torch.as_tensor(bank_labels)
-    return {name: int((bank_labels[indices] == label).sum())
-            for name, indices in neighbours.items()}
+    return {
+        name: int((bank_labels[indices] == label).sum()) for name, indices in neighbours.items()
+    }
 
 
-def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                k: int = 20, temperature: float = 0.1, batch_size: int = 1024,
-                leave_one_out: bool = False) -> Tensor:
+def knn_predict(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    k: int = 20,
+    temperature: float = 0.1,
+    batch_size: int = 1024,
+    leave_one_out: bool = False,
+) -> Tensor:
     """Weighted kNN on cosine similarity (Wu et al., 2018, sec. 3.4), the usual SimCLR monitor.
 
     Each of the k nearest training points votes for its label with weight exp(sim / temperature).
@@ -179,18 +200,22 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
     _check_features(train_features, train_labels, "train")
     _check_features(test_features, None, "test")
     _check_k(k)
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature)
-            and temperature > 0):
+    if not (
+        isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if train_labels.is_floating_point() or int(train_labels.min()) < 0:
         raise ValueError("train_labels must be integer classes >= 0 (e.g. digits 0..9)")
     train_labels = train_labels.long().to(train_features.device)
     num_classes = int(train_labels.max()) + 1
     if leave_one_out and test_features.shape != train_features.shape:
-        raise ValueError(f"leave_one_out needs test_features to be the training features, got "
-                         f"{tuple(test_features.shape)} and {tuple(train_features.shape)}")
-    sims, indices = nearest_neighbours(test_features, train_features, k + leave_one_out,
-                                       batch_size)  # (M, k) or (M, k + 1)
+        raise ValueError(
+            f"leave_one_out needs test_features to be the training features, got "
+            f"{tuple(test_features.shape)} and {tuple(train_features.shape)}"
+        )
+    sims, indices = nearest_neighbours(
+        test_features, train_features, k + leave_one_out, batch_size
+    )  # (M, k) or (M, k + 1)
     if leave_one_out:  # drop each query's own entry (or the last one, if a twin ranked first)
         own = indices == torch.arange(len(indices), device=indices.device)[:, None]
         own[:, -1] |= ~own.any(dim=1)
@@ -202,14 +227,22 @@ def knn_predict(train_features: Tensor, train_labels: Tensor, test_features: Ten
     return votes.argmax(dim=1)
 
 
-def knn_accuracy(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                 test_labels: Tensor, k: int = 20, temperature: float = 0.1,
-                 batch_size: int = 1024, leave_one_out: bool = False) -> float:
+def knn_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    k: int = 20,
+    temperature: float = 0.1,
+    batch_size: int = 1024,
+    leave_one_out: bool = False,
+) -> float:
     """Fraction of test points whose weighted kNN vote (see ``knn_predict``) is right, in [0, 1]."""
     test_features, test_labels = torch.as_tensor(test_features), torch.as_tensor(test_labels)
     _check_features(test_features, test_labels, "test")
-    predicted = knn_predict(train_features, train_labels, test_features, k, temperature, batch_size,
-                            leave_one_out)
+    predicted = knn_predict(
+        train_features, train_labels, test_features, k, temperature, batch_size, leave_one_out
+    )
     return (predicted.cpu() == test_labels.cpu().long()).float().mean().item()
 
 
@@ -217,8 +250,15 @@ def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
-def linear_probe(train_features: Tensor, train_labels: Tensor, test_features: Tensor,
-                 test_labels: Tensor, C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> float:
+def linear_probe(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    C: float = 1.0,
+    max_iter: int = 1000,
+    seed: int = 0,
+) -> float:
     """Linear evaluation (Chen et al., 2020, sec. 2.3): logistic regression on frozen features.
 
     Features are standardised with the mean and std of the training set only (no test leakage).
@@ -259,8 +299,10 @@ def tsne(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarra
 
     x = _numpy(features).astype(np.float32)
     if x.ndim != 2 or perplexity >= len(x):
-        raise ValueError(f"need (N, D) features with N > perplexity={perplexity}, got {x.shape}; "
-                         "pass more points or a smaller perplexity")
+        raise ValueError(
+            f"need (N, D) features with N > perplexity={perplexity}, got {x.shape}; "
+            "pass more points or a smaller perplexity"
+        )
     with sklearn_threads():
         if x.shape[1] > 50 and len(x) > 50:
             x = PCA(n_components=50, random_state=seed).fit_transform(x)  # (N, 50)
@@ -356,10 +398,13 @@ def neighbour_confusion(features: Tensor, labels: Tensor, k: int = 10) -> Tensor
         raise ValueError(f"k must be in [1, {len(features) - 1}] (other points), got {k}")
     _, indices = nearest_neighbours(features, features, k + 1)  # (N, k + 1), itself usually first
     rows = torch.arange(len(features)).unsqueeze(1)
-    not_self = indices != rows                                  # (N, k + 1); drops itself
-    keep = torch.where(not_self.all(dim=1, keepdim=True),       # duplicates may hide it: drop last
-                       torch.arange(k + 1) < k, not_self)
-    neighbours = indices[keep].view(len(features), k)           # (N, k)
+    not_self = indices != rows  # (N, k + 1); drops itself
+    keep = torch.where(
+        not_self.all(dim=1, keepdim=True),  # duplicates may hide it: drop last
+        torch.arange(k + 1) < k,
+        not_self,
+    )
+    neighbours = indices[keep].view(len(features), k)  # (N, k)
     num_classes = int(labels.max()) + 1
     counts = F.one_hot(labels[neighbours], num_classes).float().mean(dim=1)  # (N, C) fractions
     confusion = torch.zeros(num_classes, num_classes).index_add_(0, labels, counts)

@@ -26,9 +26,9 @@ from simclr_teach.utils import autocast_dtype
 class Fit:
     """What ``train_classifier`` returns: the classifier and how its budget was chosen."""
 
-    classifier: nn.Module                  # (B, 1, 28, 28) in [0, 1] -> (B, C) logits, eval mode
-    best_step: int                         # optimizer steps of the kept weights
-    val_accuracy: float                    # their validation accuracy, in [0, 1]
+    classifier: nn.Module  # (B, 1, 28, 28) in [0, 1] -> (B, C) logits, eval mode
+    best_step: int  # optimizer steps of the kept weights
+    val_accuracy: float  # their validation accuracy, in [0, 1]
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, validation accuracy)
 
 
@@ -84,11 +84,24 @@ def classifier_accuracy(classifier: nn.Module, images: Tensor, labels: Tensor) -
     return right.float().mean().item()
 
 
-def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_labels: Tensor,
-                     encoder: nn.Module | None = None, *, width: int = 32, steps: int = 1000,
-                     eval_every: int = 100, batch_size: int = 64, lr: float = 2e-3,
-                     weight_decay: float = 1e-4, strength: float = 1.0, seed: int = 0,
-                     stop_at: int | None = None, bn_images: Tensor | None = None) -> Fit:
+def train_classifier(
+    images: Tensor,
+    labels: Tensor,
+    val_images: Tensor,
+    val_labels: Tensor,
+    encoder: nn.Module | None = None,
+    *,
+    width: int = 32,
+    steps: int = 1000,
+    eval_every: int = 100,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    weight_decay: float = 1e-4,
+    strength: float = 1.0,
+    seed: int = 0,
+    stop_at: int | None = None,
+    bn_images: Tensor | None = None,
+) -> Fit:
     """Encoder + linear layer trained with cross-entropy on labelled views. Taught in 05.
 
     ``encoder=None`` trains the baseline from scratch (a fresh ``ConvEncoder(width)``, seeded by
@@ -118,11 +131,15 @@ def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_lab
     """
     images, labels = torch.as_tensor(images), torch.as_tensor(labels).long()
     if len(images) != len(labels) or len(images) == 0:
-        raise ValueError(f"need as many labels as images (>= 1), got {len(images)} images and "
-                         f"{len(labels)} labels")
+        raise ValueError(
+            f"need as many labels as images (>= 1), got {len(images)} images and "
+            f"{len(labels)} labels"
+        )
     if steps < 1 or eval_every < 1 or not (stop_at is None or 1 <= stop_at <= steps):
-        raise ValueError(f"need steps >= 1, eval_every >= 1 and 1 <= stop_at <= steps, got "
-                         f"steps={steps}, eval_every={eval_every}, stop_at={stop_at}")
+        raise ValueError(
+            f"need steps >= 1, eval_every >= 1 and 1 <= stop_at <= steps, got "
+            f"steps={steps}, eval_every={eval_every}, stop_at={stop_at}"
+        )
     from simclr_teach.train import lr_at  # the same warm-up + cosine as SimCLR training
 
     num_classes = int(max(labels.max(), torch.as_tensor(val_labels).max())) + 1
@@ -145,7 +162,7 @@ def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_lab
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step - 1, steps, max(1, steps // 20), lr)
         batch = torch.randperm(len(images), generator=generator)[:n].to(device)
-        x = augment(x_all[batch], generator)                       # (n, 1, 28, 28) one view each
+        x = augment(x_all[batch], generator)  # (n, 1, 28, 28) one view each
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
             loss = F.cross_entropy(classifier(x).float(), y_all[batch])
         optimizer.zero_grad(set_to_none=True)
@@ -155,7 +172,7 @@ def train_classifier(images: Tensor, labels: Tensor, val_images: Tensor, val_lab
             recalibrate_batchnorm(classifier, images if bn_images is None else bn_images)
             accuracy = classifier_accuracy(classifier, val_images, val_labels)
             curve.append((step, accuracy))
-            if accuracy > best_accuracy:                           # the earliest of ties
+            if accuracy > best_accuracy:  # the earliest of ties
                 best_step, best_accuracy = step, accuracy
                 state = copy.deepcopy(classifier.state_dict())
             classifier.train()

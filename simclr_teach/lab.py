@@ -29,11 +29,31 @@ from simclr_teach.utils import atomic_write_csv, atomic_write_text, locked, run_
 # is spelled out, so the committed sweep stays valid when TrainConfig's defaults move. Only the
 # embedded digits, so a run takes the same time whether or not full MNIST is on disk.
 LAB_BASE = TrainConfig(
-    data="embedded", encoder="conv", width=16, proj_hidden=128, proj_dim=64, epochs=8,
-    batch_size=256, temperature=0.2, optimizer="adamw", lr=2e-3, weight_decay=1e-4,
-    warmup_epochs=1, strength=1.0, augment=AugmentParams(crop_scale=0.6, rotation=15.0,
-    translate=0.1, shear=10.0, elastic=0.0, noise=0.1, blur=0.0, erase_p=0.25), seed=0)
-
+    data="embedded",
+    encoder="conv",
+    width=16,
+    proj_hidden=128,
+    proj_dim=64,
+    epochs=8,
+    batch_size=256,
+    temperature=0.2,
+    optimizer="adamw",
+    lr=2e-3,
+    weight_decay=1e-4,
+    warmup_epochs=1,
+    strength=1.0,
+    augment=AugmentParams(
+        crop_scale=0.6,
+        rotation=15.0,
+        translate=0.1,
+        shear=10.0,
+        elastic=0.0,
+        noise=0.1,
+        blur=0.0,
+        erase_p=0.25,
+    ),
+    seed=0,
+)
 
 
 def switched_on(params: AugmentParams) -> list[str]:
@@ -46,9 +66,23 @@ def switched_on(params: AugmentParams) -> list[str]:
 DEFAULT_ON = switched_on(LAB_BASE.augment)
 
 RESULTS_FILE = "lab_results.json"
-COLUMNS = ["grid", "label", "temperature", "batch_size", "epochs", "width", "strength",
-           "ablated", "shortcut_bits", "seed", "loo_knn", "final_loss", "final_top1",
-           "train_seconds", "key"]
+COLUMNS = [
+    "grid",
+    "label",
+    "temperature",
+    "batch_size",
+    "epochs",
+    "width",
+    "strength",
+    "ablated",
+    "shortcut_bits",
+    "seed",
+    "loo_knn",
+    "final_loss",
+    "final_top1",
+    "train_seconds",
+    "key",
+]
 
 
 def lab_config(values: Mapping[str, Any], base: TrainConfig = LAB_BASE) -> TrainConfig:
@@ -63,16 +97,25 @@ def lab_config(values: Mapping[str, Any], base: TrainConfig = LAB_BASE) -> Train
     Returns:
         A TrainConfig; invalid values raise ValueError naming the field.
     """
-    scalars = {"temperature": float, "batch_size": int, "epochs": int, "strength": float,
-               "shortcut_bits": int, "seed": int}
+    scalars = {
+        "temperature": float,
+        "batch_size": int,
+        "epochs": int,
+        "strength": float,
+        "shortcut_bits": int,
+        "seed": int,
+    }
     known = {*scalars, *PARAM_RANGES, *(f"{name}_ablate" for name in PARAM_RANGES)}
     unknown = set(values) - known
     if unknown:
         raise ValueError(f"unknown lab control(s) {sorted(unknown)}; valid: {sorted(known)}")
     augment = replace(base.augment, **{n: float(values[n]) for n in PARAM_RANGES if n in values})
     augment = augment.disabled(*[n for n in PARAM_RANGES if values.get(f"{n}_ablate", False)])
-    return replace(base, augment=augment,
-                   **{name: cast(values[name]) for name, cast in scalars.items() if name in values})
+    return replace(
+        base,
+        augment=augment,
+        **{name: cast(values[name]) for name, cast in scalars.items() if name in values},
+    )
 
 
 def ablated(config: TrainConfig, base: TrainConfig = LAB_BASE) -> list[str]:
@@ -92,9 +135,12 @@ def describe(config: TrainConfig, base: TrainConfig = LAB_BASE) -> str:
     the same recipe.
     """
     off = ablated(config, base)
-    moved = [f"{name} {value:g}" for name in PARAM_RANGES
-             if (value := getattr(config.augment, name)) not in (getattr(base.augment, name),
-                                                                 OFF_VALUES[name])]
+    moved = [
+        f"{name} {value:g}"
+        for name in PARAM_RANGES
+        if (value := getattr(config.augment, name))
+        not in (getattr(base.augment, name), OFF_VALUES[name])
+    ]
     if config.strength == 0 or (off and len(off) == len(switched_on(base.augment)) and not moved):
         parts = ["no augmentation"]
     else:
@@ -127,8 +173,10 @@ class LabResults:
     def _check(self, row: Any, where: str) -> None:
         missing = sorted(set(COLUMNS) - set(row)) if isinstance(row, dict) else COLUMNS
         if missing:
-            raise ValueError(f"{where} is not a lab result (missing {missing}); move {self.path} "
-                             "away and the lab scores its runs again from the cached checkpoints")
+            raise ValueError(
+                f"{where} is not a lab result (missing {missing}); move {self.path} "
+                "away and the lab scores its runs again from the cached checkpoints"
+            )
 
     def rows(self) -> list[dict[str, Any]]:
         """All stored rows, oldest first; [] if the file does not exist yet."""
@@ -137,11 +185,15 @@ class LabResults:
         try:
             runs = json.loads(self.path.read_text())["runs"]
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{self.path} is not a lab results file ({error!r}); move it away "
-                             "and the lab starts a new one") from error
+            raise ValueError(
+                f"{self.path} is not a lab results file ({error!r}); move it away "
+                "and the lab starts a new one"
+            ) from error
         if not isinstance(runs, list):
-            raise ValueError(f"{self.path} is not a lab results file (\"runs\" is not a list); "
-                             "move it away and the lab starts a new one")
+            raise ValueError(
+                f'{self.path} is not a lab results file ("runs" is not a list); '
+                "move it away and the lab starts a new one"
+            )
         for i, row in enumerate(runs):
             self._check(row, f"row {i} of {self.path}")
         return runs
@@ -175,13 +227,18 @@ def score(model: torch.nn.Module, data_name: str = "embedded") -> float:
     from simclr_teach.evaluate import embed, knn_accuracy
 
     data = load_mnist(data_name, verbose=False)
-    h = embed(model, data.train_images)                          # (4000, D_h)
+    h = embed(model, data.train_images)  # (4000, D_h)
     return knn_accuracy(h, data.train_labels, h, data.train_labels, leave_one_out=True)
 
 
-def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: bool = False,
-            on_epoch_end: Callable[[History], None] | None = None, grid: str = "lab",
-            base: TrainConfig = LAB_BASE) -> dict:
+def lab_run(
+    config: TrainConfig,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    on_epoch_end: Callable[[History], None] | None = None,
+    grid: str = "lab",
+    base: TrainConfig = LAB_BASE,
+) -> dict:
     """Train (or load) one lab run and return its row; instant if it was scored before.
 
     Args:
@@ -203,21 +260,33 @@ def lab_run(config: TrainConfig, cache_dir: str | Path | None = None, progress: 
     row = store.get(key)
     if row is not None:
         return {**row, "grid": grid}
-    model, history = load_or_train(config, cache_dir, progress=progress, monitor=False,
-                                   on_epoch_end=on_epoch_end)
-    row = {"grid": grid, "label": describe(config, base), "temperature": config.temperature,
-           "batch_size": config.batch_size, "epochs": config.epochs, "width": config.width,
-           "strength": config.strength, "ablated": "+".join(ablated(config, base)) or "-",
-           "shortcut_bits": config.shortcut_bits, "seed": config.seed,
-           "loo_knn": round(score(model, config.data), 4),
-           "final_loss": round(history.loss[-1], 4), "final_top1": round(history.top1[-1], 4),
-           "train_seconds": round(history.seconds[-1], 1), "key": key}
+    model, history = load_or_train(
+        config, cache_dir, progress=progress, monitor=False, on_epoch_end=on_epoch_end
+    )
+    row = {
+        "grid": grid,
+        "label": describe(config, base),
+        "temperature": config.temperature,
+        "batch_size": config.batch_size,
+        "epochs": config.epochs,
+        "width": config.width,
+        "strength": config.strength,
+        "ablated": "+".join(ablated(config, base)) or "-",
+        "shortcut_bits": config.shortcut_bits,
+        "seed": config.seed,
+        "loo_knn": round(score(model, config.data), 4),
+        "final_loss": round(history.loss[-1], 4),
+        "final_top1": round(history.top1[-1], 4),
+        "train_seconds": round(history.seconds[-1], 1),
+        "key": key,
+    }
     store.add(row)
     return row
 
 
-def lab_state(values: Mapping, cache_dir: str | Path, base: TrainConfig = LAB_BASE,
-              shown: int = 12) -> dict:
+def lab_state(
+    values: Mapping, cache_dir: str | Path, base: TrainConfig = LAB_BASE, shown: int = 12
+) -> dict:
     """What the lab shows for its controls: the run they describe and the stored results.
 
     Args:
@@ -239,13 +308,20 @@ def lab_state(values: Mapping, cache_dir: str | Path, base: TrainConfig = LAB_BA
     rows = LabResults(Path(cache_dir) / RESULTS_FILE).rows()
 
     def on_this_curve(row: dict) -> bool:  # its key is ours with its tau and N: nothing else moved
-        same_but = replace(config, temperature=float(row["temperature"]),
-                           batch_size=int(row["batch_size"]))
+        same_but = replace(
+            config, temperature=float(row["temperature"]), batch_size=int(row["batch_size"])
+        )
         return row["key"] == same_but.key(data_name)
 
-    return {"config": config, "label": describe(config, base), "key": key,
-            "row": next((r for r in rows if r["key"] == key), None), "rows": rows,
-            "bars": rows[-shown:], "curve": [r for r in rows if on_this_curve(r)]}
+    return {
+        "config": config,
+        "label": describe(config, base),
+        "key": key,
+        "row": next((r for r in rows if r["key"] == key), None),
+        "rows": rows,
+        "bars": rows[-shown:],
+        "curve": [r for r in rows if on_this_curve(r)],
+    }
 
 
 # --- sweeps ------------------------------------------------------------------------------------
@@ -265,10 +341,18 @@ def sweep_configs(grid: str, base: TrainConfig = LAB_BASE) -> list[TrainConfig]:
     - "seeds": ``base`` with each of SEEDS (the noise of one number).
     """
     if grid == "temperature-batch":
-        return [replace(base, temperature=t, batch_size=n) for t in TEMPERATURES for n in BATCH_SIZES]
+        return [
+            replace(base, temperature=t, batch_size=n) for t in TEMPERATURES for n in BATCH_SIZES
+        ]
     if grid == "ablation":
-        return ([base] + [replace(base, augment=base.augment.disabled(name))
-                          for name in switched_on(base.augment)] + [replace(base, strength=0.0)])
+        return (
+            [base]
+            + [
+                replace(base, augment=base.augment.disabled(name))
+                for name in switched_on(base.augment)
+            ]
+            + [replace(base, strength=0.0)]
+        )
     if grid == "shortcut":
         return [replace(base, shortcut_bits=bits) for bits in SHORTCUT_BITS]
     if grid == "seeds":
@@ -279,8 +363,14 @@ def sweep_configs(grid: str, base: TrainConfig = LAB_BASE) -> list[TrainConfig]:
 GRIDS = ("temperature-batch", "ablation", "shortcut", "seeds")
 
 
-def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = None,
-          base: TrainConfig = LAB_BASE, progress: bool = True, command: str = "") -> list[dict]:
+def sweep(
+    grids: Iterable[str],
+    out: str | Path,
+    cache_dir: str | Path | None = None,
+    base: TrainConfig = LAB_BASE,
+    progress: bool = True,
+    command: str = "",
+) -> list[dict]:
     """Run the named grids, one lab run after another, writing ``out`` (CSV) after each run.
 
     Runs already in the cache are not trained again, so an interrupted sweep continues where it
@@ -302,13 +392,19 @@ def sweep(grids: Iterable[str], out: str | Path, cache_dir: str | Path | None = 
         rows.append(row)
         atomic_write_csv(out, rows, COLUMNS)
         if progress:
-            print(f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} N={config.batch_size} "
-                  f"{row['label']}: LOO kNN {row['loo_knn']:.1%}", flush=True)
+            print(
+                f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} N={config.batch_size} "
+                f"{row['label']}: LOO kNN {row['loo_knn']:.1%}",
+                flush=True,
+            )
     command = command or f"python -m simclr_teach sweep --grid {' '.join(grids)} --out {out}"
-    facts = {"base": asdict(base), "runs": len(rows),
-             "training minutes (sum over runs)":
-                 round(sum(r["train_seconds"] for r in rows) / 60, 1),
-             "minutes of this call (cached runs are not trained again)":
-                 round((time.perf_counter() - start) / 60, 1)}
+    facts = {
+        "base": asdict(base),
+        "runs": len(rows),
+        "training minutes (sum over runs)": round(sum(r["train_seconds"] for r in rows) / 60, 1),
+        "minutes of this call (cached runs are not trained again)": round(
+            (time.perf_counter() - start) / 60, 1
+        ),
+    }
     atomic_write_text(out.with_suffix(".txt"), run_note(command, **facts))
     return rows

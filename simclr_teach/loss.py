@@ -37,8 +37,12 @@ def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
             f"got {tuple(z1.shape)} and {tuple(z2.shape)}"
         )
     if z1.shape[0] == 0 or z1.shape[1] == 0:
-        raise ValueError(f"empty batch: shape {tuple(z1.shape)}; pass at least one pair with D >= 1")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(
+            f"empty batch: shape {tuple(z1.shape)}; pass at least one pair with D >= 1"
+        )
+    if not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
         raise ValueError("z1 or z2 contains NaN or inf; check the model's output and learning rate")
@@ -91,8 +95,8 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
         log(2N - 1) when all embeddings point the same way; 0 for N = 1 (one candidate).
     """
     _check_pair(z1, z2, temperature)
-    logits = similarity_logits(z1, z2, temperature)              # (2N, 2N), diagonal -inf
-    targets = positive_index(z1.shape[0], z1.device)             # partner of i is i +- N
+    logits = similarity_logits(z1, z2, temperature)  # (2N, 2N), diagonal -inf
+    targets = positive_index(z1.shape[0], z1.device)  # partner of i is i +- N
     return F.cross_entropy(logits, targets)
 
 
@@ -215,14 +219,16 @@ def loss_floor(n: int, temperature: float) -> float:
     """
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n must be the number of pairs, an int >= 1, got {n!r}")
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
-            and temperature > 0):
+    if not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
     return math.log1p((2 * n - 2) * math.exp(-1 / temperature))
 
 
-def temperature_state(z1: Tensor, z2: Tensor, temperature: float, anchor: int = 0,
-                      n: int | None = None) -> dict:
+def temperature_state(
+    z1: Tensor, z2: Tensor, temperature: float, anchor: int = 0, n: int | None = None
+) -> dict:
     """What NT-Xent does to one anchor at one temperature. Taught in 02_nt_xent_loss.
 
     Uses the first `n` pairs. Anchor i (of 2n views, z1 rows first) has 2n - 1 candidates;
@@ -248,17 +254,26 @@ def temperature_state(z1: Tensor, z2: Tensor, temperature: float, anchor: int = 
     if not 0 <= anchor < 2 * n:
         raise ValueError(f"anchor must be in [0, {2 * n - 1}] (one of the 2n views), got {anchor}")
     z1, z2 = z1[:n].detach().cpu(), z2[:n].detach().cpu()
-    loss = nt_xent(z1, z2, temperature).item()                  # also validates the inputs
-    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)        # (2n, D), float64 for display
+    loss = nt_xent(z1, z2, temperature).item()  # also validates the inputs
+    z = F.normalize(torch.cat([z1, z2]).double(), dim=1)  # (2n, D), float64 for display
     candidates = torch.tensor([k for k in range(2 * n) if k != anchor])
-    similarity = z[candidates] @ z[anchor]                      # (2n - 1,) cosines
+    similarity = z[candidates] @ z[anchor]  # (2n - 1,) cosines
     log_probabilities = torch.log_softmax(similarity / temperature, dim=0)  # finite at tiny tau
     probabilities = log_probabilities.exp()
     partner = int(positive_index(n)[anchor])
-    positive = partner - int(partner > anchor)                  # skipping the anchor itself
+    positive = partner - int(partner > anchor)  # skipping the anchor itself
     weights = probabilities / temperature
     weights[positive] -= 1 / temperature
-    return {"n": n, "temperature": temperature, "anchor": anchor, "candidates": candidates,
-            "positive": positive, "similarity": similarity, "probabilities": probabilities,
-            "weights": weights, "anchor_loss": -log_probabilities[positive].item(),
-            "loss": loss, "log_2n_minus_1": math.log(2 * n - 1)}
+    return {
+        "n": n,
+        "temperature": temperature,
+        "anchor": anchor,
+        "candidates": candidates,
+        "positive": positive,
+        "similarity": similarity,
+        "probabilities": probabilities,
+        "weights": weights,
+        "anchor_loss": -log_probabilities[positive].item(),
+        "loss": loss,
+        "log_2n_minus_1": math.log(2 * n - 1),
+    }

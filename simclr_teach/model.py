@@ -1,4 +1,4 @@
-"""Encoder f, projection head g and the SimCLR model that chains them. Taught in 04_training_on_mnist.
+"""Encoder f, projection head g and the SimCLR model that chains them. Taught in 04.
 
 SimCLR (Chen et al., 2020, sec. 2.1): h = f(x) is the representation kept for downstream tasks,
 z = g(h) is the projection the contrastive loss sees, and is thrown away after training.
@@ -31,17 +31,23 @@ def preprocess(images: Tensor) -> Tensor:
     if images.dim() == 3:
         images = images.unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
     if images.dim() != 4 or tuple(images.shape[1:]) != (1, 28, 28):
-        raise ValueError(f"expected digits of shape (N, 28, 28) or (N, 1, 28, 28), got {shape}; "
-                         "crop or resize them to 28 x 28, one channel")
+        raise ValueError(
+            f"expected digits of shape (N, 28, 28) or (N, 1, 28, 28), got {shape}; "
+            "crop or resize them to 28 x 28, one channel"
+        )
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     if not images.is_floating_point():
-        raise ValueError(f"digits of dtype {images.dtype} are ambiguous; pass uint8 in 0..255 "
-                         "(images.to(torch.uint8)) or floats in [0, 1] (images / 255.0)")
+        raise ValueError(
+            f"digits of dtype {images.dtype} are ambiguous; pass uint8 in 0..255 "
+            "(images.to(torch.uint8)) or floats in [0, 1] (images / 255.0)"
+        )
     if len(images) and not (images.min() >= -FLOAT_SLACK and images.max() <= 1 + FLOAT_SLACK):
         low, high = images.min().item(), images.max().item()  # NaN fails both comparisons
-        raise ValueError(f"float digits must lie in [0, 1], got values in [{low:g}, {high:g}]; "
-                         "for pixels in 0..255 pass images / 255.0 or images.to(torch.uint8)")
+        raise ValueError(
+            f"float digits must lie in [0, 1], got values in [{low:g}, {high:g}]; "
+            "for pixels in 0..255 pass images / 255.0 or images.to(torch.uint8)"
+        )
     return images.float()
 
 
@@ -67,8 +73,12 @@ class MLPEncoder(nn.Module):
         self.net = nn.Sequential(
             Standardize(),
             nn.Flatten(),  # (N, 1, 28, 28) -> (N, 784): linear layers need vectors
-            nn.Linear(in_pixels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-            nn.Linear(hidden, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(in_pixels, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden, out_dim),
         )
 
@@ -80,7 +90,9 @@ class MLPEncoder(nn.Module):
 def _conv_block(c_in: int, c_out: int) -> nn.Sequential:
     # 3x3 conv without bias (BatchNorm has one), then BN and ReLU
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -99,14 +111,14 @@ class ConvEncoder(nn.Module):
         self.out_dim = 4 * width
         self.net = nn.Sequential(
             Standardize(),
-            _conv_block(1, width),                                # (N, w, 28, 28)
-            nn.MaxPool2d(2),                                      # (N, w, 14, 14)
-            _conv_block(width, 2 * width),                        # (N, 2w, 14, 14)
-            nn.MaxPool2d(2),                                      # (N, 2w, 7, 7)
-            _conv_block(2 * width, 4 * width),                    # (N, 4w, 7, 7)
-            _conv_block(4 * width, 4 * width),                    # (N, 4w, 7, 7)
-            nn.AdaptiveAvgPool2d(1),                              # (N, 4w, 1, 1)
-            nn.Flatten(),                                         # (N, 4w)
+            _conv_block(1, width),  # (N, w, 28, 28)
+            nn.MaxPool2d(2),  # (N, w, 14, 14)
+            _conv_block(width, 2 * width),  # (N, 2w, 14, 14)
+            nn.MaxPool2d(2),  # (N, 2w, 7, 7)
+            _conv_block(2 * width, 4 * width),  # (N, 4w, 7, 7)
+            _conv_block(4 * width, 4 * width),  # (N, 4w, 7, 7)
+            nn.AdaptiveAvgPool2d(1),  # (N, 4w, 1, 1)
+            nn.Flatten(),  # (N, 4w)
         )
         # channels_last (NHWC) weights: oneDNN's fast conv path on CPU, a faster training step
         # (benchmarks/results/summary.md); .to(device) and load_state_dict keep the layout
@@ -130,7 +142,9 @@ class ProjectionHead(nn.Module):
         super().__init__()
         self.out_dim = out_dim
         self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+            nn.Linear(in_dim, hidden),
+            nn.BatchNorm1d(hidden),
+            nn.ReLU(inplace=True),
             nn.Linear(hidden, out_dim),
         )
 

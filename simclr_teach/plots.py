@@ -23,20 +23,29 @@ from torch import Tensor
 # Okabe & Ito's colour-blind-safe palette: blue, vermillion, bluish green, orange, sky blue,
 # reddish purple, yellow, black
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#F0E442", "#000000"]
-GREY = "#7f7f7f"   # reference lines: chance, raw pixels, a random encoder
-SMALL = 8          # the smallest font in a figure (tick labels of dense panels, cell counts)
+GREY = "#7f7f7f"  # reference lines: chance, raw pixels, a random encoder
+SMALL = 8  # the smallest font in a figure (tick labels of dense panels, cell counts)
 
 # The course's one style: 100 dpi inline figures (read on the web, so PNGs stay small but
 # sharp), fonts readable at that size, the palette above as the colour cycle, no top/right
 # frame, and digits drawn pixel by pixel.
 STYLE = {
-    "figure.dpi": 100, "savefig.dpi": 100,
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "figure.titlesize": 12,
-    "xtick.labelsize": 9, "ytick.labelsize": 9, "legend.fontsize": 9,
-    "legend.title_fontsize": 9, "legend.framealpha": 0.85,
+    "figure.dpi": 100,
+    "savefig.dpi": 100,
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "figure.titlesize": 12,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.title_fontsize": 9,
+    "legend.framealpha": 0.85,
     "axes.prop_cycle": cycler(color=PALETTE),
-    "axes.spines.top": False, "axes.spines.right": False,
-    "grid.alpha": 0.3, "lines.markersize": 5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "grid.alpha": 0.3,
+    "lines.markersize": 5,
     "image.interpolation": "nearest",
 }
 
@@ -44,6 +53,7 @@ STYLE = {
 def use_style() -> None:
     """Apply ``STYLE`` to matplotlib for this process (every notebook calls it once)."""
     plt.rcParams.update(STYLE)
+
 
 ArrayLike = Tensor | np.ndarray
 
@@ -71,15 +81,25 @@ def _show(ax: Axes, image: np.ndarray, title: str | None = None) -> None:
 
 def _grid(rows: int, cols: int, cell: float, title: str | None) -> tuple[Figure, np.ndarray]:
     # "compressed" layout packs fixed-aspect images without wide white margins
-    fig, axes = plt.subplots(rows, cols, figsize=(cols * cell, rows * cell + 0.3 * bool(title)),
-                             squeeze=False, layout="compressed")
+    fig, axes = plt.subplots(
+        rows,
+        cols,
+        figsize=(cols * cell, rows * cell + 0.3 * bool(title)),
+        squeeze=False,
+        layout="compressed",
+    )
     if title:
         fig.suptitle(title)
     return fig, axes
 
 
-def image_grid(images: ArrayLike, nrow: int = 8, titles: Sequence[str] | None = None,
-               title: str | None = None, scale: float = 1.0) -> Figure:
+def image_grid(
+    images: ArrayLike,
+    nrow: int = 8,
+    titles: Sequence[str] | None = None,
+    title: str | None = None,
+    scale: float = 1.0,
+) -> Figure:
     """Digits in a grid, ``nrow`` per row (as in torchvision's make_grid), grayscale, no axes.
 
     Args:
@@ -108,7 +128,7 @@ def view_pairs(x: ArrayLike, x1: ArrayLike, x2: ArrayLike, n: int = 8) -> Figure
     rows = [_as_images(images)[:n] for images in (x, x1, x2)]
     n = min(len(r) for r in rows)
     fig, axes = _grid(3, n, 1.0, None)
-    for r, (name, images) in enumerate(zip(("original", "view 1", "view 2"), rows)):
+    for r, (name, images) in enumerate(zip(("original", "view 1", "view 2"), rows, strict=True)):
         for i in range(n):
             _show(axes[r, i], images[i])
         axes[r, 0].set_ylabel(name, fontsize=9)
@@ -120,8 +140,11 @@ def _field(history: object, name: str) -> list:
     return list(values)
 
 
-def training_curves(history: object, knn_reference: Mapping[str, float] | None = None,
-                    top1_chance: float | None = None) -> Figure:
+def training_curves(
+    history: object,
+    knn_reference: Mapping[str, float] | None = None,
+    top1_chance: float | None = None,
+) -> Figure:
     """Four panels against epoch: loss (log scale), contrastive top-1, kNN monitor, learning rate.
 
     Args:
@@ -150,10 +173,10 @@ def training_curves(history: object, knn_reference: Mapping[str, float] | None =
         top1_ax.axhline(top1_chance, color=GREY, linestyle="--", label="chance, 1 / (2N - 1)")
         top1_ax.legend(loc="lower right")
     top1_ax.set(title="contrastive top-1", xlabel="epoch", ylim=(0, 1.02))
-    checked = [(e, a) for e, a in zip(epoch, knn) if a is not None]
+    checked = [(e, a) for e, a in zip(epoch, knn, strict=True) if a is not None]
     if checked:
-        knn_ax.plot(*zip(*checked), marker="o", color=PALETTE[2], label="SimCLR h")
-    for colour, (name, value) in zip(PALETTE[1:], (knn_reference or {}).items()):
+        knn_ax.plot(*zip(*checked, strict=True), marker="o", color=PALETTE[2], label="SimCLR h")
+    for colour, (name, value) in zip(PALETTE[1:], (knn_reference or {}).items(), strict=False):
         knn_ax.axhline(value, color=colour, linestyle="--", label=name)
     knn_ax.set(title="kNN monitor (validation)", xlabel="epoch")
     if checked or knn_reference:
@@ -182,14 +205,20 @@ def similarity_heatmap(z1: Tensor, z2: Tensor, title: str | None = None) -> Figu
     for position in (ax.axhline, ax.axvline):
         position(n - 0.5, color="black", linewidth=1)
     blocks = [(n - 1) / 2, n + (n - 1) / 2]  # centre of each view's block
-    ax.set(title=title or "cosine similarity of cat(z1, z2)", xticks=blocks, yticks=blocks,
-           xticklabels=["view 1", "view 2"], yticklabels=["view 1", "view 2"])
+    ax.set(
+        title=title or "cosine similarity of cat(z1, z2)",
+        xticks=blocks,
+        yticks=blocks,
+        xticklabels=["view 1", "view 2"],
+        yticklabels=["view 1", "view 2"],
+    )
     fig.colorbar(image, ax=ax, shrink=0.85)
     return fig
 
 
-def tsne_scatter(points: ArrayLike, labels: ArrayLike, title: str | None = None,
-                 ax: Axes | None = None) -> Figure:
+def tsne_scatter(
+    points: ArrayLike, labels: ArrayLike, title: str | None = None, ax: Axes | None = None
+) -> Figure:
     """2-D map coloured by digit (tab10), each digit written at the median of its points.
 
     Args:
@@ -225,18 +254,25 @@ def tsne_grid(panels: Mapping[str, tuple[ArrayLike, ArrayLike]], ncols: int = 4)
         raise ValueError("panels is empty; pass {title: (points, labels)}")
     cols = min(ncols, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.5 * cols, 2.6 * rows), squeeze=False,
-                             layout="constrained")
-    for ax, (name, (points, labels)) in zip(axes.flat, panels.items()):
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.5 * cols, 2.6 * rows), squeeze=False, layout="constrained"
+    )
+    for ax, (name, (points, labels)) in zip(axes.flat, panels.items(), strict=False):
         tsne_scatter(points, labels, title=name, ax=ax)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         fig.delaxes(ax)
     return fig
 
 
-def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]], xlabel: str,
-                ylabel: str = "accuracy", logx: bool = False, title: str | None = None,
-                errors: Mapping[str, Sequence[float]] | None = None) -> Figure:
+def accuracy_vs(
+    x: Sequence[float],
+    series: Mapping[str, Sequence[float | None]],
+    xlabel: str,
+    ylabel: str = "accuracy",
+    logx: bool = False,
+    title: str | None = None,
+    errors: Mapping[str, Sequence[float]] | None = None,
+) -> Figure:
     """Line plot of several series over a shared x (few-label curves, sweeps). None = missing point.
 
     Args:
@@ -252,8 +288,7 @@ def accuracy_vs(x: Sequence[float], series: Mapping[str, Sequence[float | None]]
         error = None
         if errors is not None and name in errors:
             error = np.asarray(errors[name], dtype=float)[known]
-        ax.errorbar(np.asarray(x)[known], y[known], yerr=error, marker="o", capsize=3,
-                    label=name)
+        ax.errorbar(np.asarray(x)[known], y[known], yerr=error, marker="o", capsize=3, label=name)
     if logx:
         ax.set_xscale("log")
         if len(x) <= 8:  # few points: tick exactly at them, in plain numbers
@@ -276,8 +311,8 @@ def frontier(rows: Sequence[Mapping], budget_seconds: float = 300) -> Figure:
         budget_seconds: where to draw the time budget.
     """
     points = [(float(r["seconds"]), 100 * float(r["best"]), i) for i, r in enumerate(rows)]
-    front, best = [], -1.0            # recipes no faster one beats
-    for seconds, accuracy, i in sorted(points, key=lambda p: (p[0], -p[1])):
+    front, best = [], -1.0  # recipes no faster one beats
+    for seconds, accuracy, _ in sorted(points, key=lambda p: (p[0], -p[1])):
         if accuracy > best:
             front.append((seconds, accuracy))
             best = accuracy
@@ -285,8 +320,11 @@ def frontier(rows: Sequence[Mapping], budget_seconds: float = 300) -> Figure:
     ax.scatter([p[0] for p in points], [p[1] for p in points], color=PALETTE[0], zorder=3)
     ax.plot(*zip(*front, strict=True), color=PALETTE[0], alpha=0.5, label="Pareto front")
     ax.axvline(budget_seconds, color=PALETTE[1], linestyle="--", label="time budget")
-    ax.set(xlabel="training seconds (2-core CPU)", ylabel="leave-one-out kNN, best of h/z (%)",
-           title="Time-accuracy frontier (point i = row i of the table)")
+    ax.set(
+        xlabel="training seconds (2-core CPU)",
+        ylabel="leave-one-out kNN, best of h/z (%)",
+        title="Time-accuracy frontier (point i = row i of the table)",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     _label_points(ax, [(seconds, accuracy, str(i)) for seconds, accuracy, i in points])
@@ -306,7 +344,8 @@ def _label_points(ax: Axes, points: Sequence[tuple[float, float, str]], gap: flo
         for dx, dy in offsets:
             centre = anchor + scale * np.array([dx + 3, dy + 4])  # middle of a 1-2 digit label
             free = all(np.abs(centre - other).max() > scale * gap for other in taken) and all(
-                np.abs(centre - m).max() > scale * 6 for m in markers)
+                np.abs(centre - m).max() > scale * 6 for m in markers
+            )
             if free:
                 break
         taken.append(centre)
@@ -330,15 +369,30 @@ def confusion_matrix_plot(true: ArrayLike, pred: ArrayLike, title: str | None = 
     ax.imshow(fractions, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(counts):
         if count:
-            ax.text(j, i, str(count), ha="center", va="center", fontsize=SMALL,
-                    color="white" if fractions[i, j] > 0.5 else "black")
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes,
-           yticklabels=classes, xlabel="predicted", ylabel="true", title=title)
+            ax.text(
+                j,
+                i,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=SMALL,
+                color="white" if fractions[i, j] > 0.5 else "black",
+            )
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     return fig
 
 
-def neighbour_gallery(query_images: ArrayLike,
-                      neighbour_images_by_space: Mapping[str, ArrayLike]) -> Figure:
+def neighbour_gallery(
+    query_images: ArrayLike, neighbour_images_by_space: Mapping[str, ArrayLike]
+) -> Figure:
     """For each query, one row per feature space: the query, then its nearest neighbours there.
 
     Args:
@@ -349,8 +403,9 @@ def neighbour_gallery(query_images: ArrayLike,
     queries = _as_images(query_images)
     spaces = {name: torch.as_tensor(images) for name, images in neighbour_images_by_space.items()}
     if not spaces or any(im.dim() < 4 or len(im) != len(queries) for im in spaces.values()):
-        raise ValueError("neighbour_images_by_space must map names to (Q, k, 28, 28) with "
-                         "Q = len(query_images)")
+        raise ValueError(
+            "neighbour_images_by_space must map names to (Q, k, 28, 28) with Q = len(query_images)"
+        )
     k = max(images.shape[1] for images in spaces.values())
     fig, axes = _grid(len(queries) * len(spaces), 1 + k, 0.7, None)
     for q in range(len(queries)):
@@ -368,8 +423,9 @@ def neighbour_gallery(query_images: ArrayLike,
     return fig
 
 
-def image_rows(rows: Mapping[str, ArrayLike], n: int = 8, scale: float = 0.8,
-               title: str | None = None) -> Figure:
+def image_rows(
+    rows: Mapping[str, ArrayLike], n: int = 8, scale: float = 0.8, title: str | None = None
+) -> Figure:
     """Rows of digits with a name on the left of each row: one transform or engine per row.
 
     Column i of every row should show the same digit, so rows compare at a glance.
@@ -383,7 +439,7 @@ def image_rows(rows: Mapping[str, ArrayLike], n: int = 8, scale: float = 0.8,
     images = {name: _as_images(x)[:n] for name, x in rows.items()}
     cols = max(len(x) for x in images.values())
     fig, axes = _grid(len(images), cols, scale, title)
-    for row, (name, x) in zip(axes, images.items()):
+    for row, (name, x) in zip(axes, images.items(), strict=True):
         for i, ax in enumerate(row):
             if i < len(x):
                 _show(ax, x[i])
@@ -393,8 +449,9 @@ def image_rows(rows: Mapping[str, ArrayLike], n: int = 8, scale: float = 0.8,
     return fig
 
 
-def view_similarity_histograms(results: Mapping[str, tuple[ArrayLike, ArrayLike]],
-                               bins: int = 30) -> Figure:
+def view_similarity_histograms(
+    results: Mapping[str, tuple[ArrayLike, ArrayLike]], bins: int = 30
+) -> Figure:
     """Pixel cosine of two views of one digit against two different digits, one panel each.
 
     Taught in 01_augmentations: once the two histograms overlap, matching pixels no longer
@@ -407,10 +464,16 @@ def view_similarity_histograms(results: Mapping[str, tuple[ArrayLike, ArrayLike]
     """
     if not results:
         raise ValueError("results is empty; pass {title: (same, different)}")
-    fig, axes = plt.subplots(1, len(results), figsize=(min(2.6 * len(results), 10), 2.4),
-                             sharey=True, squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(results),
+        figsize=(min(2.6 * len(results), 10), 2.4),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
     edges = np.linspace(0, 1, bins + 1)  # cosine of non-negative pixels lies in [0, 1]
-    for ax, (name, (same, different)) in zip(axes[0], results.items()):
+    for ax, (name, (same, different)) in zip(axes[0], results.items(), strict=True):
         ax.hist(np.asarray(different), edges, alpha=0.6, color=GREY, label="two digits")
         ax.hist(np.asarray(same), edges, alpha=0.6, color=PALETTE[0], label="two views of one")
         ax.set(title=name, xlabel="pixel cosine", xlim=(0, 1))
@@ -420,8 +483,13 @@ def view_similarity_histograms(results: Mapping[str, tuple[ArrayLike, ArrayLike]
     return fig
 
 
-def candidate_softmax(similarity: ArrayLike, probabilities: ArrayLike, positive: int,
-                      weights: ArrayLike | None = None, title: str | None = None) -> Figure:
+def candidate_softmax(
+    similarity: ArrayLike,
+    probabilities: ArrayLike,
+    positive: int,
+    weights: ArrayLike | None = None,
+    title: str | None = None,
+) -> Figure:
     """One anchor's softmax over its 2N - 1 candidates, and the gradient weight of each negative.
 
     Taught in 02_nt_xent_loss. Left: the probability of each candidate, most similar first,
@@ -436,36 +504,53 @@ def candidate_softmax(similarity: ArrayLike, probabilities: ArrayLike, positive:
     """
     similarity, probabilities = np.asarray(similarity), np.asarray(probabilities)
     if similarity.shape != probabilities.shape or not 0 <= positive < len(similarity):
-        raise ValueError(f"need similarity and probabilities of one shape (2N - 1,) and "
-                         f"0 <= positive < 2N - 1, got {similarity.shape}, "
-                         f"{probabilities.shape}, {positive}")
+        raise ValueError(
+            f"need similarity and probabilities of one shape (2N - 1,) and "
+            f"0 <= positive < 2N - 1, got {similarity.shape}, "
+            f"{probabilities.shape}, {positive}"
+        )
     panels = 1 if weights is None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 2.8), squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(
+        1, panels, figsize=(4.5 * panels, 2.8), squeeze=False, layout="constrained"
+    )
     order = np.argsort(-similarity, kind="stable")  # most similar first
     colours = np.where(order == positive, PALETTE[1], PALETTE[0])
     bars = axes[0, 0]
     bars.bar(np.arange(len(order)), probabilities[order], width=1.0, color=colours)
     rank = int(np.flatnonzero(order == positive)[0])
-    bars.annotate(f"positive\np = {probabilities[positive]:.2f}", (rank, probabilities[positive]),
-                  xytext=(0.55, 0.8), textcoords="axes fraction", fontsize=9, color=PALETTE[1],
-                  arrowprops={"arrowstyle": "->", "color": PALETTE[1]})
-    bars.set(xlabel="candidates, most similar first", ylabel="softmax probability",
-             ylim=(0, max(probabilities.max() * 1.15, 1e-3)))
+    bars.annotate(
+        f"positive\np = {probabilities[positive]:.2f}",
+        (rank, probabilities[positive]),
+        xytext=(0.55, 0.8),
+        textcoords="axes fraction",
+        fontsize=9,
+        color=PALETTE[1],
+        arrowprops={"arrowstyle": "->", "color": PALETTE[1]},
+    )
+    bars.set(
+        xlabel="candidates, most similar first",
+        ylabel="softmax probability",
+        ylim=(0, max(probabilities.max() * 1.15, 1e-3)),
+    )
     if weights is not None:
         negatives = np.arange(len(similarity)) != positive
         scatter = axes[0, 1]
-        scatter.scatter(similarity[negatives], np.asarray(weights)[negatives], s=10,
-                        color=PALETTE[0])
+        scatter.scatter(
+            similarity[negatives], np.asarray(weights)[negatives], s=10, color=PALETTE[0]
+        )
         scatter.set(xlabel="cosine similarity of the negative", ylabel="gradient weight p / tau")
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
 
 
-def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping],
-                highlight: str | None = None, title: str | None = None,
-                noise: tuple[float, float] | None = None) -> Figure:
+def lab_summary(
+    temperature_rows: Sequence[Mapping],
+    bar_rows: Sequence[Mapping],
+    highlight: str | None = None,
+    title: str | None = None,
+    noise: tuple[float, float] | None = None,
+) -> Figure:
     """Lab results (06): leave-one-out kNN against temperature, and one bar per run.
 
     Args:
@@ -488,14 +573,20 @@ def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping]
     if left is not None:
         _temperature_panel(left, temperature_rows, highlight)
         if noise is not None:
-            left.axhspan(100 * (noise[0] - noise[1]), 100 * (noise[0] + noise[1]), color=GREY,
-                         alpha=0.2, label="seed noise (mean ± std)")
+            left.axhspan(
+                100 * (noise[0] - noise[1]),
+                100 * (noise[0] + noise[1]),
+                color=GREY,
+                alpha=0.2,
+                label="seed noise (mean ± std)",
+            )
             left.legend(title="batch size", loc="lower left")
     if right is not None:
         _bar_panel(right, bar_rows, highlight)
         if noise is not None:  # named in the axis label: a legend would cover the bars
-            right.axvspan(100 * (noise[0] - noise[1]), 100 * (noise[0] + noise[1]), color=GREY,
-                          alpha=0.25)
+            right.axvspan(
+                100 * (noise[0] - noise[1]), 100 * (noise[0] + noise[1]), color=GREY, alpha=0.25
+            )
             right.set_xlabel("leave-one-out kNN of h (%); grey: seed noise, mean ± std")
     if title:
         fig.suptitle(title)
@@ -503,18 +594,36 @@ def lab_summary(temperature_rows: Sequence[Mapping], bar_rows: Sequence[Mapping]
     return fig
 
 
-def _temperature_panel(left: Axes, temperature_rows: Sequence[Mapping], highlight: str | None) -> None:
+def _temperature_panel(
+    left: Axes, temperature_rows: Sequence[Mapping], highlight: str | None
+) -> None:
     sizes = sorted({int(row["batch_size"]) for row in temperature_rows})
     for i, n in enumerate(sizes):
-        points = sorted((float(r["temperature"]), float(r["loo_knn"])) for r in temperature_rows
-                        if int(r["batch_size"]) == n)
-        taus, accs = zip(*points)
-        left.plot(taus, [100 * a for a in accs], "o-", color=PALETTE[i % len(PALETTE)],
-                  ms=4, label=f"N = {n}")
+        points = sorted(
+            (float(r["temperature"]), float(r["loo_knn"]))
+            for r in temperature_rows
+            if int(r["batch_size"]) == n
+        )
+        taus, accs = zip(*points, strict=True)
+        left.plot(
+            taus,
+            [100 * a for a in accs],
+            "o-",
+            color=PALETTE[i % len(PALETTE)],
+            ms=4,
+            label=f"N = {n}",
+        )
     for row in temperature_rows:
         if highlight is not None and row["key"] == highlight:
-            left.plot(float(row["temperature"]), 100 * float(row["loo_knn"]), "o", ms=11,
-                      mfc="none", mec=PALETTE[1], mew=2)
+            left.plot(
+                float(row["temperature"]),
+                100 * float(row["loo_knn"]),
+                "o",
+                ms=11,
+                mfc="none",
+                mec=PALETTE[1],
+                mew=2,
+            )
     left.set_xscale("log")
     left.set_xlabel("temperature tau (log scale)")
     left.set_ylabel("leave-one-out kNN of h (%)")
@@ -524,14 +633,18 @@ def _temperature_panel(left: Axes, temperature_rows: Sequence[Mapping], highligh
 
 
 def _bar_panel(right: Axes, bar_rows: Sequence[Mapping], highlight: str | None) -> None:
-    names = [f"{r['label']} (tau {float(r['temperature']):g}, N {int(r['batch_size'])})"
-             for r in bar_rows]
+    names = [
+        f"{r['label']} (tau {float(r['temperature']):g}, N {int(r['batch_size'])})"
+        for r in bar_rows
+    ]
     accs = [100 * float(r["loo_knn"]) for r in bar_rows]
-    colors = [PALETTE[1] if highlight is not None and r["key"] == highlight else PALETTE[0]
-              for r in bar_rows]
+    colors = [
+        PALETTE[1] if highlight is not None and r["key"] == highlight else PALETTE[0]
+        for r in bar_rows
+    ]
     right.barh(range(len(bar_rows)), accs, color=colors)
     right.set_yticks(range(len(bar_rows)), names, fontsize=SMALL)
-    right.invert_yaxis()                     # first row on top
+    right.invert_yaxis()  # first row on top
     for y, acc in enumerate(accs):
         right.text(acc, y, f" {acc:.1f}", va="center", fontsize=SMALL)
     right.set_xlim(max(0.0, min(accs, default=0.0) - 10), 100)

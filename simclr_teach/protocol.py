@@ -20,10 +20,14 @@ from torch import Tensor, nn
 from simclr_teach.evaluate import knn_accuracy, linear_probe
 
 
-def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor | None,
-             val_labels: Tensor | None, ks: Sequence[int] = (1, 5, 20, 200),
-             temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
-             ) -> dict[int, tuple[float, float]]:
+def tune_knn(
+    train_features: Tensor,
+    train_labels: Tensor,
+    val_features: Tensor | None,
+    val_labels: Tensor | None,
+    ks: Sequence[int] = (1, 5, 20, 200),
+    temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
+) -> dict[int, tuple[float, float]]:
     """For each k, the kNN temperature with the best validation accuracy. Taught in 05.
 
     The honest protocol: hyperparameters are picked on the training digits, either on a
@@ -47,16 +51,25 @@ def tune_knn(train_features: Tensor, train_labels: Tensor, val_features: Tensor 
         val_features, val_labels = train_features, train_labels
     best = {}
     for k in ks:
-        scores = [knn_accuracy(train_features, train_labels, val_features, val_labels, k, t,
-                               leave_one_out=loo) for t in temperatures]
+        scores = [
+            knn_accuracy(
+                train_features, train_labels, val_features, val_labels, k, t, leave_one_out=loo
+            )
+            for t in temperatures
+        ]
         i = int(np.argmax(scores))  # first maximum
         best[k] = (float(temperatures[i]), scores[i])
     return best
 
 
-def tune_probe(train_features: Tensor, train_labels: Tensor, val_features: Tensor,
-               val_labels: Tensor, Cs: Sequence[float] = (0.01, 0.1, 1.0),
-               seed: int = 0) -> tuple[float, dict[float, float]]:
+def tune_probe(
+    train_features: Tensor,
+    train_labels: Tensor,
+    val_features: Tensor,
+    val_labels: Tensor,
+    Cs: Sequence[float] = (0.01, 0.1, 1.0),
+    seed: int = 0,
+) -> tuple[float, dict[float, float]]:
     """The linear probe's C (inverse L2 strength) with the best validation accuracy. Taught in 05.
 
     Args:
@@ -69,16 +82,24 @@ def tune_probe(train_features: Tensor, train_labels: Tensor, val_features: Tenso
     """
     if not Cs or min(Cs) <= 0:
         raise ValueError(f"Cs must be a non-empty list of values > 0, got {list(Cs)}")
-    scores = {float(C): linear_probe(train_features, train_labels, val_features, val_labels, C,
-                                     seed=seed) for C in Cs}
+    scores = {
+        float(C): linear_probe(train_features, train_labels, val_features, val_labels, C, seed=seed)
+        for C in Cs
+    }
     return max(scores, key=scores.get), scores  # max returns the first of equal scores
 
 
-def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
-                 test_features: Tensor, test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
-                 temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
-                 Cs: Sequence[float] | None = (0.01, 0.1, 1.0),
-                 seed: int = 0) -> tuple[dict[str, float], dict[str, float]]:
+def tuned_scores(
+    train_features: Tensor,
+    train_labels: Tensor,
+    val_mask: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    ks: Sequence[int] = (1, 5, 20, 200),
+    temperatures: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
+    Cs: Sequence[float] | None = (0.01, 0.1, 1.0),
+    seed: int = 0,
+) -> tuple[dict[str, float], dict[str, float]]:
     """kNN and linear-probe test accuracy, hyperparameters chosen on validation. Taught in 05.
 
     The kNN's k and temperature are chosen by leave-one-out over all training digits
@@ -101,10 +122,16 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
     """
     val_mask = torch.as_tensor(val_mask, dtype=torch.bool)
     if val_mask.shape != (len(train_features),) or val_mask.all() or not val_mask.any():
-        raise ValueError("val_mask must be a bool (N,) mask with both validation rows (True) and "
-                         "training rows (False); use train.validation_split(train_labels)")
-    split = (train_features[~val_mask], train_labels[~val_mask],
-             train_features[val_mask], train_labels[val_mask])
+        raise ValueError(
+            "val_mask must be a bool (N,) mask with both validation rows (True) and "
+            "training rows (False); use train.validation_split(train_labels)"
+        )
+    split = (
+        train_features[~val_mask],
+        train_labels[~val_mask],
+        train_features[val_mask],
+        train_labels[val_mask],
+    )
     final = (train_features, train_labels, test_features, test_labels)
     scores, chosen = {}, {}
     knn_choice = tune_knn(train_features, train_labels, None, None, ks, temperatures)  # LOO
@@ -120,10 +147,16 @@ def tuned_scores(train_features: Tensor, train_labels: Tensor, val_mask: Tensor,
     return scores, chosen
 
 
-def evaluation_table(model: nn.Module, train_images: Tensor, train_labels: Tensor,
-                     test_images: Tensor, test_labels: Tensor, ks: Sequence[int] = (1, 5, 20, 200),
-                     probe: bool = True, seed: int = 0,
-                     ) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
+def evaluation_table(
+    model: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    ks: Sequence[int] = (1, 5, 20, 200),
+    probe: bool = True,
+    seed: int = 0,
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]]]:
     """SimCLR h and z against raw pixels and the same network untrained, read honestly.
 
     Every source goes through ``tuned_scores``: k and the kNN temperature are chosen by
@@ -156,14 +189,23 @@ def evaluation_table(model: nn.Module, train_images: Tensor, train_labels: Tenso
     }
     rows, chosen = [], {}
     for name, (train_f, test_f) in feature_sets.items():
-        scores, chosen[name] = tuned_scores(train_f, train_labels, val, test_f, test_labels, ks,
-                                            Cs=(0.01, 0.1, 1.0) if probe else None, seed=seed)
+        scores, chosen[name] = tuned_scores(
+            train_f,
+            train_labels,
+            val,
+            test_f,
+            test_labels,
+            ks,
+            Cs=(0.01, 0.1, 1.0) if probe else None,
+            seed=seed,
+        )
         rows.append({"features": name, "dim": train_f.shape[1], **scores})
     return rows, chosen
 
 
-def paired_test(correct_a: Tensor, correct_b: Tensor, resamples: int = 10_000,
-                seed: int = 0) -> dict[str, float]:
+def paired_test(
+    correct_a: Tensor, correct_b: Tensor, resamples: int = 10_000, seed: int = 0
+) -> dict[str, float]:
     """Is reader A really better than reader B on the *same* test digits? Taught in 05.
 
     Two accuracies on one test set are not independent: most digits are easy for both readers,
@@ -182,20 +224,27 @@ def paired_test(correct_a: Tensor, correct_b: Tensor, resamples: int = 10_000,
     """
     a, b = torch.as_tensor(correct_a).bool(), torch.as_tensor(correct_b).bool()
     if a.shape != b.shape or a.dim() != 1 or len(a) == 0:
-        raise ValueError(f"correct_a and correct_b must be bool (M,) of one length, got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"correct_a and correct_b must be bool (M,) of one length, got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
     a_only, b_only = int((a & ~b).sum()), int((~a & b).sum())
     n, low_count = a_only + b_only, min(a_only, b_only)
     # two-sided exact binomial tail: P(X <= min) + P(X >= max) for X ~ Bin(n, 1/2)
     tail = sum(math.comb(n, i) for i in range(low_count + 1)) / 2**n if n else 1.0
     p_value = min(1.0, 2 * tail)
-    difference = a.float() - b.float()                           # (M,) in {-1, 0, 1}
+    difference = a.float() - b.float()  # (M,) in {-1, 0, 1}
     generator = torch.Generator().manual_seed(seed)
     picks = torch.randint(len(a), (resamples, len(a)), generator=generator)
-    gaps = difference[picks].mean(dim=1)                         # (resamples,)
-    return {"gap": difference.mean().item(), "a_only": a_only, "b_only": b_only,
-            "p_value": p_value, "low": gaps.quantile(0.025).item(),
-            "high": gaps.quantile(0.975).item()}
+    gaps = difference[picks].mean(dim=1)  # (resamples,)
+    return {
+        "gap": difference.mean().item(),
+        "a_only": a_only,
+        "b_only": b_only,
+        "p_value": p_value,
+        "low": gaps.quantile(0.025).item(),
+        "high": gaps.quantile(0.975).item(),
+    }
 
 
 def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
@@ -211,8 +260,9 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
     labels = torch.as_tensor(labels)
     smallest = int(labels.unique(return_counts=True)[1].min())
     if not 1 <= per_class <= smallest:
-        raise ValueError(f"per_class must be in [1, {smallest}] (the smallest class), "
-                         f"got {per_class}")
+        raise ValueError(
+            f"per_class must be in [1, {smallest}] (the smallest class), got {per_class}"
+        )
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for digit in labels.unique():
@@ -223,20 +273,37 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
 
 FEW_LABEL_BUDGETS = (1, 10, 50, 400)  # labelled digits per class; 400 = every training label
 FEW_LABEL_METHODS = ("kNN on h", "linear probe on h", "supervised CNN", "fine-tuned SimCLR")
-STRENGTHS = (0.5, 1.0, 1.5)           # BatchAugment strengths the classifiers choose from
-STEPS, EVAL_EVERY = 800, 100          # classifier schedule; validation every 100 steps
-BN_DIGITS = 1000                      # clean training digits that recalibrate BatchNorm
-FEW_LABEL_COLUMNS = ("per_class", "seed", "method", "labels", "strength", "steps", "choice",
-                     "val_accuracy", "test_accuracy", "seconds")
+STRENGTHS = (0.5, 1.0, 1.5)  # BatchAugment strengths the classifiers choose from
+STEPS, EVAL_EVERY = 800, 100  # classifier schedule; validation every 100 steps
+BN_DIGITS = 1000  # clean training digits that recalibrate BatchNorm
+FEW_LABEL_COLUMNS = (
+    "per_class",
+    "seed",
+    "method",
+    "labels",
+    "strength",
+    "steps",
+    "choice",
+    "val_accuracy",
+    "test_accuracy",
+    "seconds",
+)
 
 
-def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor,
-                    test_images: Tensor, test_labels: Tensor,
-                    budgets: Sequence[int] = FEW_LABEL_BUDGETS, seeds: Sequence[int] = (0, 1, 2),
-                    strengths: Sequence[float] = STRENGTHS, steps: int = STEPS,
-                    eval_every: int = EVAL_EVERY, width: int | None = None,
-                    progress: Callable[[dict[str, Any]], None] | None = None,
-                    ) -> list[dict[str, Any]]:
+def few_label_study(
+    model: nn.Module,
+    train_images: Tensor,
+    train_labels: Tensor,
+    test_images: Tensor,
+    test_labels: Tensor,
+    budgets: Sequence[int] = FEW_LABEL_BUDGETS,
+    seeds: Sequence[int] = (0, 1, 2),
+    strengths: Sequence[float] = STRENGTHS,
+    steps: int = STEPS,
+    eval_every: int = EVAL_EVERY,
+    width: int | None = None,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
     """How many labels SimCLR saves: four readers of a few labelled digits. Taught in 05.
 
     For every budget (labelled digits per class) and seed, ``labelled_subset`` draws the labels
@@ -280,12 +347,12 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
     train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels)
     width = width or model.encoder.out_dim // 4
     val = validation_split(train_labels)
-    pool = torch.nonzero(~val).flatten()                      # labels are drawn from these rows
+    pool = torch.nonzero(~val).flatten()  # labels are drawn from these rows
     val_x, val_y = train_images[val], train_labels[val]
     h_train, h_test = embed(model, train_images), embed(model, test_images)  # (N, D), (M, D)
     largest = int(train_labels[pool].bincount().min())
     pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))
-    bn_images = train_images[pick[:BN_DIGITS]]                # unlabelled, any class
+    bn_images = train_images[pick[:BN_DIGITS]]  # unlabelled, any class
     chosen_strength: dict[tuple[int, str], float] = {}
     rows: list[dict[str, Any]] = []
 
@@ -295,10 +362,11 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
             progress(row)
 
     for per_class in budgets:
-        everything = per_class >= largest                     # "every training label"
+        everything = per_class >= largest  # "every training label"
         for seed in seeds:
-            picked = pool if everything else pool[labelled_subset(train_labels[pool], per_class,
-                                                                  seed)]
+            picked = (
+                pool if everything else pool[labelled_subset(train_labels[pool], per_class, seed)]
+            )
             x, y = train_images[picked], train_labels[picked]
             final = torch.arange(len(train_labels)) if everything else picked  # refit rows
             base = {"per_class": per_class, "seed": seed, "labels": len(final)}
@@ -307,39 +375,83 @@ def few_label_study(model: nn.Module, train_images: Tensor, train_labels: Tensor
             knn_choice = tune_knn(h_train[picked], y, h_train[val], val_y, ks)  # {k: (t, acc)}
             k = max(knn_choice, key=lambda k: knn_choice[k][1])  # first of ties: smallest k
             temperature, val_acc = knn_choice[k]
-            test = knn_accuracy(h_train[final], train_labels[final], h_test, test_labels, k,
-                                temperature)
-            add({**base, "method": "kNN on h", "strength": "", "steps": "",
-                 "choice": f"k={k} temperature={temperature:g}", "val_accuracy": val_acc,
-                 "test_accuracy": test, "seconds": time.perf_counter() - start})
+            test = knn_accuracy(
+                h_train[final], train_labels[final], h_test, test_labels, k, temperature
+            )
+            add(
+                {
+                    **base,
+                    "method": "kNN on h",
+                    "strength": "",
+                    "steps": "",
+                    "choice": f"k={k} temperature={temperature:g}",
+                    "val_accuracy": val_acc,
+                    "test_accuracy": test,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             start = time.perf_counter()
             C, scores = tune_probe(h_train[picked], y, h_train[val], val_y, seed=seed)
-            test = linear_probe(h_train[final], train_labels[final], h_test, test_labels, C,
-                                seed=seed)
-            add({**base, "method": "linear probe on h", "strength": "", "steps": "",
-                 "choice": f"C={C:g}", "val_accuracy": scores[C], "test_accuracy": test,
-                 "seconds": time.perf_counter() - start})
+            test = linear_probe(
+                h_train[final], train_labels[final], h_test, test_labels, C, seed=seed
+            )
+            add(
+                {
+                    **base,
+                    "method": "linear probe on h",
+                    "strength": "",
+                    "steps": "",
+                    "choice": f"C={C:g}",
+                    "val_accuracy": scores[C],
+                    "test_accuracy": test,
+                    "seconds": time.perf_counter() - start,
+                }
+            )
             for method, encoder in (("supervised CNN", None), ("fine-tuned SimCLR", model.encoder)):
                 start = time.perf_counter()
-                fit_args = dict(encoder=encoder, width=width, steps=steps, eval_every=eval_every,
-                                seed=seed, bn_images=bn_images)
-                candidates = ([chosen_strength[per_class, method]]
-                              if (per_class, method) in chosen_strength else list(strengths))
-                fits = {s: train_classifier(x, y, val_x, val_y, strength=s, **fit_args)
-                        for s in candidates}
+                fit_args = dict(
+                    encoder=encoder,
+                    width=width,
+                    steps=steps,
+                    eval_every=eval_every,
+                    seed=seed,
+                    bn_images=bn_images,
+                )
+                candidates = (
+                    [chosen_strength[per_class, method]]
+                    if (per_class, method) in chosen_strength
+                    else list(strengths)
+                )
+                fits = {
+                    s: train_classifier(x, y, val_x, val_y, strength=s, **fit_args)
+                    for s in candidates
+                }
                 strength = max(fits, key=lambda s: fits[s].val_accuracy)  # first of ties
                 chosen_strength[per_class, method] = strength
                 fit = fits[strength]
-                if everything:                                 # refit on every training label
-                    fit_final = train_classifier(train_images, train_labels, val_x, val_y,
-                                                 strength=strength, stop_at=fit.best_step,
-                                                 **fit_args)
+                if everything:  # refit on every training label
+                    fit_final = train_classifier(
+                        train_images,
+                        train_labels,
+                        val_x,
+                        val_y,
+                        strength=strength,
+                        stop_at=fit.best_step,
+                        **fit_args,
+                    )
                     classifier = fit_final.classifier
                 else:
                     classifier = fit.classifier
-                add({**base, "method": method, "strength": strength, "steps": fit.best_step,
-                     "choice": f"strength={strength:g} steps={fit.best_step}",
-                     "val_accuracy": fit.val_accuracy,
-                     "test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
-                     "seconds": time.perf_counter() - start})
+                add(
+                    {
+                        **base,
+                        "method": method,
+                        "strength": strength,
+                        "steps": fit.best_step,
+                        "choice": f"strength={strength:g} steps={fit.best_step}",
+                        "val_accuracy": fit.val_accuracy,
+                        "test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
+                        "seconds": time.perf_counter() - start,
+                    }
+                )
     return rows

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-CELL = 2                      # a bit is a CELL x CELL square of pixels
-MAX_BITS = 28 // CELL         # one row of cells across the top of a 28 px digit
+CELL = 2  # a bit is a CELL x CELL square of pixels
+MAX_BITS = 28 // CELL  # one row of cells across the top of a 28 px digit
 
 
 def stamp_bits(x: Tensor, bits: Tensor) -> Tensor:
@@ -31,16 +31,18 @@ def stamp_bits(x: Tensor, bits: Tensor) -> Tensor:
     if x.dim() != 4 or len(x) != n:
         raise ValueError(f"x must be (B, 1, S, S) with B = {n} rows of bits, got {tuple(x.shape)}")
     if k * CELL > x.shape[-1]:
-        raise ValueError(f"{k} bits do not fit in {x.shape[-1]} px; use at most "
-                         f"{x.shape[-1] // CELL}")
+        raise ValueError(
+            f"{k} bits do not fit in {x.shape[-1]} px; use at most {x.shape[-1] // CELL}"
+        )
     x = x.clone()
-    squares = bits.to(x.dtype).repeat_interleave(CELL, dim=1)           # (B, K * CELL)
+    squares = bits.to(x.dtype).repeat_interleave(CELL, dim=1)  # (B, K * CELL)
     x[:, 0, :CELL, : k * CELL] = squares[:, None, :].expand(n, CELL, k * CELL)
     return x
 
 
-def shared_bits(x1: Tensor, x2: Tensor, n_bits: int,
-                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def shared_bits(
+    x1: Tensor, x2: Tensor, n_bits: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Stamp the same ``n_bits`` random bits into both views of each digit: the shortcut.
 
     With 2N views and 2^n_bits codes, the bits identify a view's partner once 2^n_bits >> N:
@@ -57,8 +59,9 @@ def shared_bits(x1: Tensor, x2: Tensor, n_bits: int,
     if not 0 <= n_bits <= MAX_BITS:
         raise ValueError(f"n_bits must be in [0, {MAX_BITS}], got {n_bits}")
     if x1.shape != x2.shape:
-        raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and "
-                         f"{tuple(x2.shape)}")
+        raise ValueError(
+            f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}"
+        )
     if n_bits == 0:
         return x1, x2
     bits = torch.randint(0, 2, (len(x1), n_bits), generator=generator).to(x1.device)  # (N, K)

@@ -32,49 +32,57 @@ from simclr_teach.shortcut import MAX_BITS, shared_bits
 from simclr_teach.utils import MAX_SEED, autocast_dtype, locked, pick_device, seed_everything
 
 # The values a TrainConfig field can take, where they are a short list (also the CLI's choices).
-CHOICES = {"data": ("auto", "embedded", "mnist"), "encoder": ("conv", "mlp"),
-           "optimizer": ("adamw", "sgd"), "lr_scaling": tuple(distributed.LR_SCALING_RULES)}
+CHOICES = {
+    "data": ("auto", "embedded", "mnist"),
+    "encoder": ("conv", "mlp"),
+    "optimizer": ("adamw", "sgd"),
+    "lr_scaling": tuple(distributed.LR_SCALING_RULES),
+}
 
 
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; its hash names the run's cache folder."""
 
-    data: str = "auto"          # load_mnist source: full MNIST if present, else the embedded 5k
-    encoder: str = "conv"       # "conv" (small CNN) or "mlp" (the blog post's MLP, done right)
-    width: int = 32             # encoder size knob: h has 4 * width features
-    proj_hidden: int = 128      # projection head hidden width
-    proj_dim: int = 64          # size of z; the paper finds the size matters little
+    data: str = "auto"  # load_mnist source: full MNIST if present, else the embedded 5k
+    encoder: str = "conv"  # "conv" (small CNN) or "mlp" (the blog post's MLP, done right)
+    width: int = 32  # encoder size knob: h has 4 * width features
+    proj_hidden: int = 128  # projection head hidden width
+    proj_dim: int = 64  # size of z; the paper finds the size matters little
     # epochs, batch_size, temperature and lr: the recipe chosen on the time-accuracy frontier of a
     # 2-core CPU, on training digits (benchmarks/frontier.py, benchmarks/results/summary.md, 04)
-    epochs: int = 90            # passes over the training digits; kNN keeps improving long after
-                                # the loss flattens
-    batch_size: int = 128       # N pairs per step: 2N - 2 = 254 negatives per anchor
-    temperature: float = 0.5    # tau; lower = sharper softmax, harder negatives (on 4,000 digits
-                                # the hardest are often the same digit: false negatives)
-    optimizer: str = "adamw"    # "adamw" (robust at small batch) or "sgd" (momentum 0.9)
-    lr: float = 4e-3            # peak learning rate after warm-up
+    epochs: int = 90  # passes over the training digits; kNN keeps improving long after
+    # the loss flattens
+    batch_size: int = 128  # N pairs per step: 2N - 2 = 254 negatives per anchor
+    temperature: float = 0.5  # tau; lower = sharper softmax, harder negatives (on 4,000 digits
+    # the hardest are often the same digit: false negatives)
+    optimizer: str = "adamw"  # "adamw" (robust at small batch) or "sgd" (momentum 0.9)
+    lr: float = 4e-3  # peak learning rate after warm-up
     weight_decay: float = 1e-4  # decoupled weight decay
-    warmup_epochs: int = 2      # linear warm-up, then cosine decay to 0 (paper, appendix B.1)
-    strength: float = 1.0       # scales every augmentation (0 = identity views)
+    warmup_epochs: int = 2  # linear warm-up, then cosine decay to 0 (paper, appendix B.1)
+    strength: float = 1.0  # scales every augmentation (0 = identity views)
     augment: AugmentParams = field(default_factory=AugmentParams)  # the knobs at strength 1
-    shortcut_bits: int = 0      # random bits shared by both views, a shortcut (06 lab); 0 = off
-    seed: int = 0               # model init, shuffling and augmentations
-    device: str = "auto"        # cuda, then mps, then cpu
-    amp: bool = True            # mixed precision: bf16/fp16 on CUDA, bf16 on CPUs with native bf16
+    shortcut_bits: int = 0  # random bits shared by both views, a shortcut (06 lab); 0 = off
+    seed: int = 0  # model init, shuffling and augmentations
+    device: str = "auto"  # cuda, then mps, then cpu
+    amp: bool = True  # mixed precision: bf16/fp16 on CUDA, bf16 on CPUs with native bf16
     # Under torchrun with K processes (07_scaling_out) batch_size is per process: global batch K N.
-    sync_bn: bool = False       # BatchNorm statistics of the global batch (GPUs only), or per rank
-    lr_scaling: str = "sqrt"    # peak lr x sqrt(K) ("sqrt", Adam), x K ("linear") or x 1 ("none")
+    sync_bn: bool = False  # BatchNorm statistics of the global batch (GPUs only), or per rank
+    lr_scaling: str = "sqrt"  # peak lr x sqrt(K) ("sqrt", Adam), x K ("linear") or x 1 ("none")
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
             self.augment = AugmentParams(**self.augment)
-        finite = {name: math.isfinite(getattr(self, name))
-                  for name in ("temperature", "lr", "weight_decay", "strength")}  # NaN fails all
+        finite = {
+            name: math.isfinite(getattr(self, name))
+            for name in ("temperature", "lr", "weight_decay", "strength")
+        }  # NaN fails all
         checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 2,
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 2,
             "temperature": finite["temperature"] and self.temperature > 0,
-            "lr": finite["lr"] and self.lr > 0, "width": self.width >= 1,
+            "lr": finite["lr"] and self.lr > 0,
+            "width": self.width >= 1,
             "weight_decay": finite["weight_decay"] and self.weight_decay >= 0,
             "warmup_epochs": self.warmup_epochs >= 0,
             "strength": finite["strength"] and self.strength >= 0,
@@ -84,8 +92,10 @@ class TrainConfig:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid TrainConfig field(s) {bad}: {[getattr(self, b) for b in bad]}; "
-                             "see the field comments in simclr_teach/train.py for valid values")
+            raise ValueError(
+                f"invalid TrainConfig field(s) {bad}: {[getattr(self, b) for b in bad]}; "
+                "see the field comments in simclr_teach/train.py for valid values"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
@@ -103,8 +113,9 @@ class TrainConfig:
 
     def key(self, data_name: str) -> str:
         """Short hash of this config and the data it trains on: the run's cache folder name."""
-        payload = json.dumps({"config": asdict(self), "data": data_name, "format": CHECKPOINT_FORMAT},
-                             sort_keys=True)
+        payload = json.dumps(
+            {"config": asdict(self), "data": data_name, "format": CHECKPOINT_FORMAT}, sort_keys=True
+        )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -113,9 +124,9 @@ class History:
     """Per-epoch record of a run (lists of equal length, one entry per finished epoch)."""
 
     epoch: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)     # mean NT-Xent over the epoch's steps
-    top1: list[float] = field(default_factory=list)     # contrastive top-1 accuracy, chance 1/(2N-1)
-    lr: list[float] = field(default_factory=list)       # learning rate at the epoch's last step
+    loss: list[float] = field(default_factory=list)  # mean NT-Xent over the epoch's steps
+    top1: list[float] = field(default_factory=list)  # contrastive top-1 accuracy, chance 1/(2N-1)
+    lr: list[float] = field(default_factory=list)  # learning rate at the epoch's last step
     knn: list[float | None] = field(default_factory=list)  # online kNN monitor (None if off)
     seconds: list[float] = field(default_factory=list)  # cumulative training wall time
     images_per_second: list[float] = field(default_factory=list)  # augmented views / s
@@ -142,7 +153,7 @@ def load_model(path: str | Path) -> nn.Module:
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at the end."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -153,8 +164,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     """AdamW or SGD; BatchNorm and bias parameters get no weight decay (common SimCLR practice)."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": config.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=0.9)
     return torch.optim.AdamW(groups, lr=config.lr)
@@ -163,8 +176,9 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 Monitor = tuple[Tensor, Tensor, Tensor, Tensor]  # bank images, bank labels, query images, labels
 
 
-def config_differences(stored: dict[str, Any], given: dict[str, Any],
-                       prefix: str = "") -> list[str]:
+def config_differences(
+    stored: dict[str, Any], given: dict[str, Any], prefix: str = ""
+) -> list[str]:
     """The fields where two ``asdict(TrainConfig)`` differ, e.g. ["lr: 0.002 stored, 0.001 now"]."""
     found = []
     for name in sorted(set(stored) | set(given)):
@@ -196,7 +210,8 @@ def _diverged(config: TrainConfig, epoch: int, step: int) -> FloatingPointError:
     return FloatingPointError(
         f"training diverged: the projections z became NaN or inf at epoch {epoch + 1}, step "
         f"{step + 1}; lower the learning rate (lr={config.lr}) or raise the temperature "
-        f"(temperature={config.temperature})")
+        f"(temperature={config.temperature})"
+    )
 
 
 def train_simclr(
@@ -251,9 +266,11 @@ def train_simclr(
     world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
     if config.batch_size > len(images) // world:
         per_process = f", {len(images) // world:,} per process" if world > 1 else ""
-        raise ValueError(f"batch_size {config.batch_size} is larger than the {len(images):,} "
-                         f"training digits{per_process}; use a batch size of at most "
-                         f"{len(images) // world:,} (--batch-size)")
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the {len(images):,} "
+            f"training digits{per_process}; use a batch size of at most "
+            f"{len(images) // world:,} (--batch-size)"
+        )
     device = pick_device(config.device)
     model.to(device)
     optimizer = make_optimizer(model, config)
@@ -267,9 +284,11 @@ def train_simclr(
         state = load_checkpoint(checkpoint_path)
         differences = config_differences(state["config"], asdict(config))
         if differences:
-            raise ValueError(f"{checkpoint_path} was trained with another config "
-                             f"({'; '.join(differences)}); pass the stored values to resume it, "
-                             "or use a new --out folder")
+            raise ValueError(
+                f"{checkpoint_path} was trained with another config "
+                f"({'; '.join(differences)}); pass the stored values to resume it, "
+                "or use a new --out folder"
+            )
         _check_same_data(checkpoint_path, state["data"], trained_on)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -288,8 +307,13 @@ def train_simclr(
     warmup_steps = config.warmup_epochs * steps_per_epoch
     elapsed = history.seconds[-1] if history.seconds else 0.0
 
-    bar = tqdm(total=total_steps, initial=len(history.epoch) * steps_per_epoch,
-               disable=not progress or rank > 0, desc="SimCLR", unit="step")
+    bar = tqdm(
+        total=total_steps,
+        initial=len(history.epoch) * steps_per_epoch,
+        disable=not progress or rank > 0,
+        desc="SimCLR",
+        unit="step",
+    )
     try:
         for epoch in range(len(history.epoch), config.epochs):
             net.train()
@@ -301,12 +325,12 @@ def train_simclr(
                 lr = lr_at(step, total_steps, warmup_steps, peak_lr)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                first = (step_in_epoch * world + rank) * n                # this rank's slice
-                x = data[order[first:first + n]]                           # (N, 1, 28, 28)
-                x1, x2 = augment(x, views_from), augment(x, views_from)    # two views of each digit
+                first = (step_in_epoch * world + rank) * n  # this rank's slice
+                x = data[order[first : first + n]]  # (N, 1, 28, 28)
+                x1, x2 = augment(x, views_from), augment(x, views_from)  # two views of each digit
                 x1, x2 = shared_bits(x1, x2, config.shortcut_bits, views_from)  # 0: unchanged
                 with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-                    _, z = net(torch.cat([x1, x2]))                        # one pass: (2N, D_z)
+                    _, z = net(torch.cat([x1, x2]))  # one pass: (2N, D_z)
                     z1, z2 = z[:n], z[n:]
                     try:  # nt_xent checks z is finite; finite z give a finite loss
                         loss = distributed.global_nt_xent(z1, z2, config.temperature)
@@ -335,12 +359,23 @@ def train_simclr(
             history.knn.append(knn)
             history.seconds.append(elapsed)
             history.images_per_second.append(2 * world * n * steps_per_epoch / seconds)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{history.loss[-1]:.3f}",
-                            img_s=f"{history.images_per_second[-1]:.0f}",
-                            **({"knn": f"{knn:.3f}"} if knn is not None else {}))
+            bar.set_postfix(
+                epoch=epoch + 1,
+                loss=f"{history.loss[-1]:.3f}",
+                img_s=f"{history.images_per_second[-1]:.0f}",
+                **({"knn": f"{knn:.3f}"} if knn is not None else {}),
+            )
             if checkpoint_path is not None and rank == 0:
-                save_checkpoint(checkpoint_path, model, config, history, optimizer, generator,
-                                trained_on, scaler)
+                save_checkpoint(
+                    checkpoint_path,
+                    model,
+                    config,
+                    history,
+                    optimizer,
+                    generator,
+                    trained_on,
+                    scaler,
+                )
             if on_epoch_end is not None:
                 on_epoch_end(history)
     finally:
@@ -393,14 +428,27 @@ def load_or_train(
         val = validation_split(data.train_labels)
         check = None
         if monitor:
-            check = (data.train_images[~val], data.train_labels[~val],
-                     data.train_images[val], data.train_labels[val])
-        busy = (f"{path.parent} is being trained by another process (a notebook, the CLI or a "
-                "sweep); wait for it to finish, then run this again to load the model")
+            check = (
+                data.train_images[~val],
+                data.train_labels[~val],
+                data.train_images[val],
+                data.train_labels[val],
+            )
+        busy = (
+            f"{path.parent} is being trained by another process (a notebook, the CLI or a "
+            "sweep); wait for it to finish, then run this again to load the model"
+        )
         with locked(check_run_folder(path.parent, ("checkpoint.pt",)), wait=False, busy=busy):
-            history = train_simclr(model, data.train_images, config, progress, monitor=check,
-                                   checkpoint_path=path, on_epoch_end=on_epoch_end,
-                                   data_name=data.name)
+            history = train_simclr(
+                model,
+                data.train_images,
+                config,
+                progress,
+                monitor=check,
+                checkpoint_path=path,
+                on_epoch_end=on_epoch_end,
+                data_name=data.name,
+            )
     return load_model(path), history
 
 

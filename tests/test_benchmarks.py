@@ -52,16 +52,31 @@ def test_interleaved_times_every_variant_and_tables_render():
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
     assert calls[2:] == ["a", "b", "b", "a", "a", "b"]  # rounds rotate who goes first
     assert markdown_table(["x", "y"], [[1, 2]]).splitlines()[2] == "| 1 | 2 |"
-    result = {"title": "T", "machine": {"cpu": "c", "cores": 1, "memory_gib": 1, "torch": "t",
-                                        "torch_threads": 1, "python": "p", "load_average_1min": 0,
-                                        "date": "d"},
-              "quick": False, "targets": [{"what": "w", "value": 2.0, "goal": ">= 1", "met": True}],
-              "tables": [], "notes": ["n"]}
+    result = {
+        "title": "T",
+        "machine": {
+            "cpu": "c",
+            "cores": 1,
+            "memory_gib": 1,
+            "torch": "t",
+            "torch_threads": 1,
+            "python": "p",
+            "load_average_1min": 0,
+            "date": "d",
+        },
+        "quick": False,
+        "targets": [{"what": "w", "value": 2.0, "goal": ">= 1", "met": True}],
+        "tables": [],
+        "notes": ["n"],
+    }
     assert "| w | 2 | >= 1 | yes |" in render(result)
 
 
 def test_parse_variant():
     assert parse_variant("width=16, encoder=mlp,temperature=0.2") == {
-        "width": 16, "encoder": "mlp", "temperature": 0.2}
+        "width": 16,
+        "encoder": "mlp",
+        "temperature": 0.2,
+    }
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_variant("width")

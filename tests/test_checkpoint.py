@@ -36,8 +36,11 @@ def test_run_folder_that_is_a_file(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(NotADirectoryError, match=r"out is a file; pass a folder path to --out"):
         check_run_folder(tmp_path / "out")
-    with pytest.raises(NotADirectoryError, match=r"cannot use .*out/run as a run folder: "
-                                                 r".*out is a file"):
+    with pytest.raises(
+        NotADirectoryError,
+        match=r"cannot use .*out/run as a run folder: "
+        r".*out is a file",
+    ):
         check_run_folder(tmp_path / "out" / "run")
 
 
@@ -62,6 +65,7 @@ def test_new_run_folder_is_created(tmp_path):
 
 
 def test_atomic_write_csv_keeps_the_columns_and_rounds(tmp_path):
-    path = atomic_write_csv(tmp_path / "t.csv", [{"a": 0.123456, "b": "x", "extra": 1}],
-                            ["a", "b"], digits=3)
+    path = atomic_write_csv(
+        tmp_path / "t.csv", [{"a": 0.123456, "b": "x", "extra": 1}], ["a", "b"], digits=3
+    )
     assert path.read_text() == "a,b\n0.123,x\n"

@@ -8,8 +8,21 @@ import pytest
 
 from simclr_teach.cli import main
 
-TINY_FLAGS = ["--data", "embedded", "--epochs", "1", "--width", "4", "--proj-hidden", "16",
-              "--proj-dim", "8", "--batch-size", "512", "--no-progress"]
+TINY_FLAGS = [
+    "--data",
+    "embedded",
+    "--epochs",
+    "1",
+    "--width",
+    "4",
+    "--proj-hidden",
+    "16",
+    "--proj-dim",
+    "8",
+    "--batch-size",
+    "512",
+    "--no-progress",
+]
 
 
 def test_train_then_evaluate(tmp_path, capsys):
@@ -24,15 +37,21 @@ def test_train_then_evaluate(tmp_path, capsys):
 
 
 def test_bad_flag_exits_2_with_usage():
-    result = subprocess.run([sys.executable, "-m", "simclr_teach", "train", "--out", "x", "--epoks", "3"],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "simclr_teach", "train", "--out", "x", "--epoks", "3"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "usage:" in result.stderr and "--epoks" in result.stderr
 
 
 def test_missing_checkpoint_is_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "simclr_teach", "evaluate", str(tmp_path / "x.pt")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "simclr_teach", "evaluate", str(tmp_path / "x.pt")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0 and "no checkpoint at" in result.stderr
     assert "Traceback" not in result.stderr
@@ -82,17 +101,33 @@ def test_second_train_into_a_busy_folder_fails_at_once(tmp_path, capsys):
     with locked(tmp_path, wait=False):  # as a first `train` into this folder would hold it
         assert main(["train", "--out", str(tmp_path), *TINY_FLAGS]) == 1
     err = capsys.readouterr().err
-    assert f"another process is training into {tmp_path}; wait for it to finish, or pass " \
-           "another --out" in err
+    assert (
+        f"another process is training into {tmp_path}; wait for it to finish, or pass "
+        "another --out" in err
+    )
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_two_train_processes_one_folder(tmp_path):
     # the real race: two processes, different configs, one --out; exactly one may write
-    commands = [[sys.executable, "-m", "simclr_teach", "train", "--out", str(tmp_path),
-                 *TINY_FLAGS, "--seed", str(seed)] for seed in (0, 1)]
-    runs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for c in commands]
+    commands = [
+        [
+            sys.executable,
+            "-m",
+            "simclr_teach",
+            "train",
+            "--out",
+            str(tmp_path),
+            *TINY_FLAGS,
+            "--seed",
+            str(seed),
+        ]
+        for seed in (0, 1)
+    ]
+    runs = [
+        subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
     results = [(run.wait(120), *run.communicate()) for run in runs]
     codes = sorted(code for code, _, _ in results)
     errors = "".join(err for _, _, err in results)
@@ -102,10 +137,13 @@ def test_two_train_processes_one_folder(tmp_path):
     assert errors.count("wrote ") == 0
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: p.write_text(""), "is a file; pass a folder path to --out"),
-    (lambda p: (p.mkdir(), (p / "checkpoint.pt").mkdir()), "checkpoint.pt is a folder"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p.write_text(""), "is a file; pass a folder path to --out"),
+        (lambda p: (p.mkdir(), (p / "checkpoint.pt").mkdir()), "checkpoint.pt is a folder"),
+    ],
+)
 def test_unusable_out_folder_fails_before_training(tmp_path, capsys, monkeypatch, make, message):
     from simclr_teach import train as train_module
 
@@ -130,6 +168,7 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
         def stop(history):
             if len(history.epoch) == 1:
                 raise KeyboardInterrupt  # what Ctrl-C raises
+
         return real(*args, **kwargs, on_epoch_end=stop)
 
     flags = ["train", "--out", str(tmp_path), *TINY_FLAGS, "--epochs", "2"]
@@ -168,7 +207,7 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SIMCLR_TEACH_DOWNLOAD", "1")
     monkeypatch.setenv("SIMCLR_TEACH_DATA", str(tmp_path / "data"))
     flags = [f for f in TINY_FLAGS if f != "embedded"]
-    flags[flags.index("--data") + 1:flags.index("--data") + 1] = ["mnist"]
+    flags[flags.index("--data") + 1 : flags.index("--data") + 1] = ["mnist"]
     assert main(["train", "--out", str(tmp_path / "run"), *flags]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: downloading MNIST failed") and err.count("\n") == 1
@@ -176,13 +215,20 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_help_lists_choices_and_the_checkpoint_argument():
-    train = subprocess.run([sys.executable, "-m", "simclr_teach", "train", "--help"],
-                           capture_output=True, text=True).stdout
-    for choices in ("{auto,embedded,mnist}", "{conv,mlp}", "{adamw,sgd}", "{none,linear,sqrt}",
-                    "auto, cpu, cuda, cuda:<i>, mps or xpu"):
+    train = subprocess.run(
+        [sys.executable, "-m", "simclr_teach", "train", "--help"], capture_output=True, text=True
+    ).stdout
+    for choices in (
+        "{auto,embedded,mnist}",
+        "{conv,mlp}",
+        "{adamw,sgd}",
+        "{none,linear,sqrt}",
+        "auto, cpu, cuda, cuda:<i>, mps or xpu",
+    ):
         assert choices in train
-    evaluate = subprocess.run([sys.executable, "-m", "simclr_teach", "evaluate", "--help"],
-                              capture_output=True, text=True).stdout
+    evaluate = subprocess.run(
+        [sys.executable, "-m", "simclr_teach", "evaluate", "--help"], capture_output=True, text=True
+    ).stdout
     assert "a checkpoint.pt written by train" in evaluate and "{auto,embedded,mnist}" in evaluate
 
 
@@ -214,6 +260,7 @@ def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, mo
         def stop(history):
             if len(history.epoch) == 1:
                 raise KeyboardInterrupt
+
         return real(*args, **kwargs, on_epoch_end=stop)
 
     monkeypatch.setattr(train_module, "train_simclr", interrupted_after_epoch_1)
@@ -230,8 +277,10 @@ def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, mo
 
     def table(model, train_images, *args, **kwargs):
         seen["train"] = len(train_images)
-        return ([{"features": "SimCLR h", "dim": 16, "knn@1": 0.5, "knn": 0.5}],
-                {"SimCLR h": {"temperature@1": 0.1, "k": 1, "val_knn": 0.5}})
+        return (
+            [{"features": "SimCLR h", "dim": 16, "knn@1": 0.5, "knn": 0.5}],
+            {"SimCLR h": {"temperature@1": 0.1, "k": 1, "val_knn": 0.5}},
+        )
 
     monkeypatch.setattr(protocol_module, "evaluation_table", table)
     assert main(["evaluate", str(tmp_path / "run" / "checkpoint.pt")]) == 0

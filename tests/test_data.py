@@ -41,13 +41,19 @@ def test_auto_without_files_uses_embedded_and_says_so(tmp_path, capsys, monkeypa
 def _write_fake_mnist(raw, n_train=60_000, n_test=10_000, corrupt=None):
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    headers = {"images": lambda n: np.array([2051, n, 28, 28], ">i4").tobytes(),
-               "labels": lambda n: np.array([2049, n], ">i4").tobytes()}
+    headers = {
+        "images": lambda n: np.array([2051, n, 28, 28], ">i4").tobytes(),
+        "labels": lambda n: np.array([2049, n], ">i4").tobytes(),
+    }
     for name in MNIST_FILES:
         n = n_train if name.startswith("train") else n_test
         kind = "images" if "images" in name else "labels"
-        body = rng.integers(0, 256 if kind == "images" else 10, size=n * (784 if kind == "images" else 1),
-                            dtype=np.uint8).tobytes()
+        body = rng.integers(
+            0,
+            256 if kind == "images" else 10,
+            size=n * (784 if kind == "images" else 1),
+            dtype=np.uint8,
+        ).tobytes()
         if name == corrupt:
             body = body[:100]
         (raw / name).write_bytes(headers[kind](n) + body)
@@ -89,9 +95,12 @@ def test_wrong_magic_number_names_the_file_and_the_fix(tmp_path):
     _write_fake_mnist(raw)
     path = raw / "train-images-idx3-ubyte"
     path.write_bytes(np.array([2049], ">i4").tobytes() + path.read_bytes()[4:])  # a labels magic
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte is not an MNIST images file: "
-                                         r"its header .* is \(2049, 60000, 28, 28\)"
-                                         r".*download again"):
+    with pytest.raises(
+        ValueError,
+        match=r"train-images-idx3-ubyte is not an MNIST images file: "
+        r"its header .* is \(2049, 60000, 28, 28\)"
+        r".*download again",
+    ):
         load_mnist("mnist", root=tmp_path)
 
 
@@ -100,8 +109,11 @@ def test_labels_outside_0_to_9_name_the_file_and_the_fix(tmp_path):
     _write_fake_mnist(raw)
     path = raw / "t10k-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-1] + b"\xff")
-    with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte holds label 255, but digits are "
-                                         r"0\.\.9.*download again"):
+    with pytest.raises(
+        ValueError,
+        match=r"t10k-labels-idx1-ubyte holds label 255, but digits are "
+        r"0\.\.9.*download again",
+    ):
         load_mnist("mnist", root=tmp_path)
 
 
@@ -136,8 +148,11 @@ def stalled_downloader(monkeypatch):
 def test_stalled_download_times_out_and_cleans_up(tmp_path, stalled_downloader):
     (tmp_path / ".mnist-download-killed").mkdir()  # left by a download killed earlier
     start = time.monotonic()
-    with pytest.raises(ConnectionError, match=r"no data arrived for 0.5 s.*check the network.*"
-                                              r"--data embedded"):
+    with pytest.raises(
+        ConnectionError,
+        match=r"no data arrived for 0.5 s.*check the network.*"
+        r"--data embedded",
+    ):
         load_mnist("mnist", root=tmp_path, download=True)
     assert time.monotonic() - start < 10
     assert list(tmp_path.iterdir()) == []

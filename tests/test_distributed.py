@@ -20,25 +20,45 @@ from simclr_teach.train import TrainConfig
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY_FLAGS = ["--data", "embedded", "--epochs", "1", "--width", "4", "--proj-hidden", "16",
-              "--proj-dim", "8", "--batch-size", "64", "--no-progress"]
+TINY_FLAGS = [
+    "--data",
+    "embedded",
+    "--epochs",
+    "1",
+    "--width",
+    "4",
+    "--proj-hidden",
+    "16",
+    "--proj-dim",
+    "8",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 
 
 def torchrun_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run ``python -c code args`` in 2 processes under torchrun; the output is kept."""
-    return subprocess.run([*TORCHRUN, "--no-python", sys.executable, "-c", code, *args],
-                          env=ENV, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*TORCHRUN, "--no-python", sys.executable, "-c", code, *args],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def views(world: int, n: int, dim: int, seed: int = 0):
     """Per-rank (z1, z2) leaf tensors that require gradients."""
     generator = torch.Generator().manual_seed(seed)
-    return [tuple(torch.randn(n, dim, generator=generator).requires_grad_() for _ in range(2))
-            for _ in range(world)]
+    return [
+        tuple(torch.randn(n, dim, generator=generator).requires_grad_() for _ in range(2))
+        for _ in range(world)
+    ]
 
 
 def test_outside_a_process_group_it_is_nt_xent():
-    (z1, z2), = views(1, 6, 4)
+    ((z1, z2),) = views(1, 6, 4)
     assert not distributed.is_distributed() and distributed.world_size() == 1
     assert torch.equal(global_nt_xent(z1, z2, 0.2), nt_xent(z1, z2, 0.2))
     assert distributed.gather(z1) is z1 and distributed.mean_over_ranks(1.5) == 1.5
@@ -69,7 +89,7 @@ def test_labels_are_offset_by_rank():
 
 
 def test_bad_rank_split_and_scaling_rule_are_clear_errors():
-    (z1, z2), = views(1, 5, 3)
+    ((z1, z2),) = views(1, 5, 3)
     with pytest.raises(ValueError, match="divisible by world_size"):
         rank_nt_xent(z1, z2, 0, 2)
     with pytest.raises(ValueError, match="lr_scaling must be one of"):
@@ -138,8 +158,8 @@ def test_two_processes_equal_one_process_on_the_concatenated_batch(two_ranks):
     mean_loss = (ranks[0]["loss"] + ranks[1]["loss"]) / 2  # DDP averages over ranks
     assert mean_loss.item() == pytest.approx(reference.item(), abs=1e-5)
     for r, state in enumerate(ranks):  # input gradients: world_size x, DDP divides by it
-        assert torch.allclose(state["g1"] / 2, x1.grad[4 * r:4 * r + 4], atol=1e-5)
-        assert torch.allclose(state["g2"] / 2, x2.grad[4 * r:4 * r + 4], atol=1e-5)
+        assert torch.allclose(state["g1"] / 2, x1.grad[4 * r : 4 * r + 4], atol=1e-5)
+        assert torch.allclose(state["g2"] / 2, x2.grad[4 * r : 4 * r + 4], atol=1e-5)
         assert torch.allclose(state["weight_grad"], layer.weight.grad, atol=1e-5)
 
 
@@ -167,9 +187,13 @@ def test_two_process_training_keeps_ranks_identical_and_writes_one_checkpoint(tw
 @pytest.mark.distributed
 def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     start = time.perf_counter()
-    result = subprocess.run([*TORCHRUN, "-m", "simclr_teach", "train", *TINY_FLAGS,
-                             "--out", str(tmp_path)],
-                            env=ENV, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*TORCHRUN, "-m", "simclr_teach", "train", *TINY_FLAGS, "--out", str(tmp_path)],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.json"]
     assert result.stdout.count("trained 1 epochs") == 1  # one report, from rank 0

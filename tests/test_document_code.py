@@ -38,8 +38,11 @@ def corrected() -> dict:
 @pytest.fixture(scope="module")
 def blog_model_source() -> str:
     """The imports and the SimCLR class of the blog's program, from the notebook's quote."""
-    blocks = [m.group(1) for source in _cells("markdown")
-              for m in re.finditer(r"```python\n(.*?)```", source, re.S)]
+    blocks = [
+        m.group(1)
+        for source in _cells("markdown")
+        for m in re.finditer(r"```python\n(.*?)```", source, re.S)
+    ]
     quotes = [block for block in blocks if "class SimCLR" in block]
     assert len(quotes) == 1, "the notebook should quote the blog's program once"
     return quotes[0].split("# 设定训练参数")[0].strip()  # stop before the training script

@@ -13,7 +13,6 @@ from torch import nn
 from simclr_teach.evaluate import (
     alignment,
     embed,
-    format_table,
     knn_accuracy,
     knn_predict,
     linear_probe,
@@ -61,6 +60,7 @@ def knn_by_loop(train_f, train_y, test_f, k, temperature):
 
 
 # ---- embed -------------------------------------------------------------------------------------
+
 
 def test_embed_shapes_dtype_and_batching():
     model, images = tiny_model(), digits(10)
@@ -112,6 +112,7 @@ def test_embed_rejects_bad_use():
 
 
 # ---- kNN ---------------------------------------------------------------------------------------
+
 
 def test_knn_two_separated_clusters_is_perfect():
     g = torch.Generator().manual_seed(0)
@@ -176,12 +177,16 @@ def test_knn_rejects_non_finite_features(which, bad):
         train_f[3] = bad  # one bad row in the bank
     else:
         test_f[:] = bad  # every query
-    with pytest.raises(ValueError, match=rf"{which}_features has NaN or inf in \d+ row\(s\), "
-                                         r"the first is row \d+; check the model"):
+    with pytest.raises(
+        ValueError,
+        match=rf"{which}_features has NaN or inf in \d+ row\(s\), "
+        r"the first is row \d+; check the model",
+    ):
         knn_accuracy(train_f, y, test_f, y)
 
 
 # ---- probe, geometry, t-SNE ----------------------------------------------------------------
+
 
 def test_linear_probe_on_separable_data():
     g = torch.Generator().manual_seed(0)
@@ -204,8 +209,11 @@ def test_alignment_and_uniformity_bounds():
 
 def test_uniformity_matches_pair_loop():
     z = torch.nn.functional.normalize(torch.randn(12, 5), dim=1)
-    pairs = [math.exp(-2 * float((z[i] - z[j]).pow(2).sum()))
-             for i in range(12) for j in range(i + 1, 12)]
+    pairs = [
+        math.exp(-2 * float((z[i] - z[j]).pow(2).sum()))
+        for i in range(12)
+        for j in range(i + 1, 12)
+    ]
     assert uniformity(z) == pytest.approx(math.log(sum(pairs) / len(pairs)), rel=1e-5)
 
 
@@ -219,6 +227,7 @@ def test_tsne_shape_and_seeded_repeat():
 
 
 # ---- baselines and tables ----------------------------------------------------------------------
+
 
 def test_pixel_features():
     images = digits(5)

@@ -24,8 +24,9 @@ def clusters(n_per_class: int, num_classes: int = 3, noise: float = 0.1, seed: i
     """Points near one direction per class: (C * n, C) features and (C * n,) labels."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(n_per_class)
-    features = torch.eye(num_classes)[labels] + noise * torch.randn(len(labels), num_classes,
-                                                                    generator=g)
+    features = torch.eye(num_classes)[labels] + noise * torch.randn(
+        len(labels), num_classes, generator=g
+    )
     return features, labels
 
 
@@ -43,7 +44,7 @@ def confusion_by_loop(features, labels, k):
 
 
 def test_neighbour_confusion_matches_loop_and_rows_sum_to_one():
-    features, labels = clusters(6, noise=0.8)                     # classes overlap
+    features, labels = clusters(6, noise=0.8)  # classes overlap
     confusion = neighbour_confusion(features, labels, k=4)
     assert confusion.shape == (3, 3)
     assert torch.allclose(confusion, confusion_by_loop(features, labels, 4), atol=1e-6)
@@ -53,9 +54,10 @@ def test_neighbour_confusion_matches_loop_and_rows_sum_to_one():
 def test_neighbour_confusion_separated_classes_and_duplicates():
     features, labels = clusters(5, noise=0.01)
     assert torch.allclose(neighbour_confusion(features, labels, k=4), torch.eye(3))
-    duplicated = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)   # each point ties with 2 others
-    assert torch.allclose(neighbour_confusion(duplicated, torch.tensor([0] * 3 + [1] * 3), 2),
-                          torch.eye(2))                               # itself is never counted
+    duplicated = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3)  # each point ties with 2 others
+    assert torch.allclose(
+        neighbour_confusion(duplicated, torch.tensor([0] * 3 + [1] * 3), 2), torch.eye(2)
+    )  # itself is never counted
 
 
 def test_neighbour_confusion_rejects_bad_k():
@@ -73,7 +75,7 @@ def test_tune_knn_picks_the_best_validation_temperature_per_k():
     for k, (temperature, accuracy) in best.items():
         scores = [knn_accuracy(train_f, train_y, val_f, val_y, k, t) for t in temperatures]
         assert accuracy == max(scores) and temperature == temperatures[scores.index(max(scores))]
-    assert best[1][0] == 0.01                         # k = 1: every temperature ties, first wins
+    assert best[1][0] == 0.01  # k = 1: every temperature ties, first wins
     with pytest.raises(ValueError, match="at least one"):
         tune_knn(train_f, train_y, val_f, val_y, ks=())
 
@@ -89,12 +91,12 @@ def test_tune_probe_returns_the_best_c_and_all_scores():
 
 
 def test_labelled_subset_balanced_seeded_and_checked():
-    labels = torch.arange(10).repeat(7)                             # 7 of each class
+    labels = torch.arange(10).repeat(7)  # 7 of each class
     picked = labelled_subset(labels, 3, seed=0)
     assert labels[picked].bincount().tolist() == [3] * 10 and len(picked.unique()) == 30
     assert torch.equal(picked, labelled_subset(labels, 3, seed=0))
     assert not torch.equal(picked, labelled_subset(labels, 3, seed=1))
-    assert len(labelled_subset(labels, 7)) == 70                    # all of them
+    assert len(labelled_subset(labels, 7)) == 70  # all of them
     with pytest.raises(ValueError, match="per_class must be in"):
         labelled_subset(labels, 8)
 
@@ -103,15 +105,18 @@ def test_tuned_scores_tunes_on_validation_and_scores_test_once():
     train_f, train_y = clusters(20, noise=0.7, seed=0)
     test_f, test_y = clusters(10, noise=0.7, seed=2)
     val = torch.zeros(len(train_y), dtype=torch.bool)
-    val[::4] = True                                                  # every 4th row validates
-    scores, chosen = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1, 5),
-                                  temperatures=(0.1, 1.0), Cs=(0.01, 1.0))
+    val[::4] = True  # every 4th row validates
+    scores, chosen = tuned_scores(
+        train_f, train_y, val, test_f, test_y, ks=(1, 5), temperatures=(0.1, 1.0), Cs=(0.01, 1.0)
+    )
     assert set(scores) == {"knn@1", "knn@5", "knn", "linear"}
-    best = tune_knn(train_f, train_y, None, None, (1, 5), (0.1, 1.0))   # leave-one-out
+    best = tune_knn(train_f, train_y, None, None, (1, 5), (0.1, 1.0))  # leave-one-out
     assert chosen["temperature@5"] == best[5][0]
     assert scores["knn@5"] == knn_accuracy(train_f, train_y, test_f, test_y, 5, best[5][0])
-    assert chosen["C"] == tune_probe(train_f[~val], train_y[~val], train_f[val], train_y[val],
-                                     (0.01, 1.0))[0]
+    assert (
+        chosen["C"]
+        == tune_probe(train_f[~val], train_y[~val], train_f[val], train_y[val], (0.01, 1.0))[0]
+    )
     assert scores["linear"] == linear_probe(train_f, train_y, test_f, test_y, C=chosen["C"])
     no_probe, _ = tuned_scores(train_f, train_y, val, test_f, test_y, ks=(1,), Cs=None)
     assert list(no_probe) == ["knn@1", "knn"]
@@ -152,13 +157,15 @@ def test_evaluation_table_reads_every_source_through_the_protocol():
 
     g = torch.Generator().manual_seed(0)
     model = build_simclr("conv", width=4).eval()
-    labels = torch.arange(40) % 4                                      # 10 per class: 2 validate
+    labels = torch.arange(40) % 4  # 10 per class: 2 validate
     images = torch.randint(0, 256, (40, 28, 28), generator=g).to(torch.uint8)
     rows, chosen = evaluation_table(model, images, labels, images[:20], labels[:20], ks=(1, 5))
     names = ["SimCLR h", "SimCLR z", "raw pixels", "random-init encoder"]
     assert [row["features"] for row in rows] == names
     assert [row["dim"] for row in rows] == [16, 64, 784, 16]
-    assert all(0.0 <= row[key] <= 1.0 for row in rows for key in ("knn@1", "knn@5", "knn", "linear"))
+    assert all(
+        0.0 <= row[key] <= 1.0 for row in rows for key in ("knn@1", "knn@5", "knn", "linear")
+    )
     assert all(chosen[name]["k"] in (1, 5) and "C" in chosen[name] for name in names)
     assert all(row["knn"] == row[f"knn@{chosen[row['features']]['k']}"] for row in rows)
     text = format_table(rows)
@@ -171,5 +178,6 @@ def test_tune_knn_leave_one_out_scores_every_training_point_against_the_others()
     train_f, train_y = clusters(15, noise=0.9, seed=3)
     best = tune_knn(train_f, train_y, None, None, ks=(1, 7), temperatures=(0.05, 1.0))
     for k, (temperature, accuracy) in best.items():
-        assert accuracy == knn_accuracy(train_f, train_y, train_f, train_y, k, temperature,
-                                        leave_one_out=True)
+        assert accuracy == knn_accuracy(
+            train_f, train_y, train_f, train_y, k, temperature, leave_one_out=True
+        )

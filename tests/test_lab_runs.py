@@ -26,13 +26,29 @@ from simclr_teach.lab import (
 )
 from simclr_teach.train import TrainConfig
 
-TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,
-                   warmup_epochs=0, device="cpu")
+TINY = TrainConfig(
+    data="embedded",
+    width=2,
+    proj_hidden=8,
+    proj_dim=4,
+    epochs=1,
+    batch_size=512,
+    warmup_epochs=0,
+    device="cpu",
+)
 
 
 def test_lab_config_maps_controls_to_a_train_config():
-    config = lab_config({"temperature": 0.1, "batch_size": 128, "rotation": 30.0,
-                         "rotation_ablate": False, "noise_ablate": True, "epochs": 3})
+    config = lab_config(
+        {
+            "temperature": 0.1,
+            "batch_size": 128,
+            "rotation": 30.0,
+            "rotation_ablate": False,
+            "noise_ablate": True,
+            "epochs": 3,
+        }
+    )
     assert (config.temperature, config.batch_size, config.epochs) == (0.1, 128, 3)
     assert config.augment.rotation == 30.0 and config.augment.noise == 0.0
     assert config.width == LAB_BASE.width and config.data == "embedded"
@@ -49,18 +65,24 @@ def test_ablation_labels():
     assert ablated(no_rotation) == ["rotation"] and describe(no_rotation) == "no rotation"
     assert describe(lab_config({"strength": 0.0})) == "no augmentation"
     assert describe(lab_config({"shortcut_bits": 4})) == "all on, +4 bits"
-    assert set(DEFAULT_ON) == {n for n, v in LAB_BASE.augment.__dict__.items()
-                               if v != AugmentParams.at_strength(0).__dict__[n]}
+    assert set(DEFAULT_ON) == {
+        n
+        for n, v in LAB_BASE.augment.__dict__.items()
+        if v != AugmentParams.at_strength(0).__dict__[n]
+    }
 
 
-@pytest.mark.parametrize("values,label", [
-    ({"rotation": 45.0}, "rotation 45"),                     # was "all on", like rotation 15
-    ({"rotation": 45.0, "noise_ablate": True}, "no noise, rotation 45"),
-    ({"elastic": 1.5}, "elastic 1.5"),                       # off in LAB_BASE, switched on
-    ({"strength": 2.0}, "strength 2"),
-    ({"epochs": 20}, "all on, 20 epochs"),
-    ({"seed": 1, "shortcut_bits": 4}, "all on, seed 1, +4 bits"),
-])
+@pytest.mark.parametrize(
+    "values,label",
+    [
+        ({"rotation": 45.0}, "rotation 45"),  # was "all on", like rotation 15
+        ({"rotation": 45.0, "noise_ablate": True}, "no noise, rotation 45"),
+        ({"elastic": 1.5}, "elastic 1.5"),  # off in LAB_BASE, switched on
+        ({"strength": 2.0}, "strength 2"),
+        ({"epochs": 20}, "all on, 20 epochs"),
+        ({"seed": 1, "shortcut_bits": 4}, "all on, seed 1, +4 bits"),
+    ],
+)
 def test_labels_name_every_control_that_moved(values, label):
     assert describe(lab_config(values)) == label
     assert describe(lab_config(values, TINY), TINY) == label  # relative to the base given
@@ -84,15 +106,27 @@ assert len(lab.sweep_configs("ablation")) == len(lab.DEFAULT_ON) + 2
 
 def test_lab_curve_holds_only_runs_that_differ_in_tau_and_n(tmp_path):
     """Other epochs or magnitudes on one line per N would draw jumps between recipes."""
-    runs = {"here": TINY, "tau": replace(TINY, temperature=0.1), "n": replace(TINY, batch_size=256),
-            "epochs": replace(TINY, epochs=2, temperature=0.1),
-            "rotation": replace(TINY, augment=replace(TINY.augment, rotation=45.0)),
-            "ablated": replace(TINY, augment=TINY.augment.disabled("noise"))}
+    runs = {
+        "here": TINY,
+        "tau": replace(TINY, temperature=0.1),
+        "n": replace(TINY, batch_size=256),
+        "epochs": replace(TINY, epochs=2, temperature=0.1),
+        "rotation": replace(TINY, augment=replace(TINY.augment, rotation=45.0)),
+        "ablated": replace(TINY, augment=TINY.augment.disabled("noise")),
+    }
     store = LabResults(tmp_path / lab.RESULTS_FILE)
     for name, config in runs.items():
-        store.add(result(config.key("embedded-5k"), label=name, temperature=config.temperature,
-                         batch_size=config.batch_size, epochs=config.epochs, strength=1.0,
-                         ablated="+".join(ablated(config, TINY)) or "-"))
+        store.add(
+            result(
+                config.key("embedded-5k"),
+                label=name,
+                temperature=config.temperature,
+                batch_size=config.batch_size,
+                epochs=config.epochs,
+                strength=1.0,
+                ablated="+".join(ablated(config, TINY)) or "-",
+            )
+        )
     state = lab_state({}, tmp_path, TINY)
     assert state["key"] == TINY.key("embedded-5k")
     assert [r["label"] for r in state["curve"]] == ["here", "tau", "n"]
@@ -114,19 +148,25 @@ def test_results_store_replaces_by_key_and_rejects_garbage(tmp_path):
     store.add(result("b", loo_knn=0.6))
     store.add(result("a", loo_knn=0.7))
     assert [r["key"] for r in store.rows()] == ["b", "a"] and store.get("a")["loo_knn"] == 0.7
-    assert not list(tmp_path.glob(".*.tmp"))                     # no temporary file left behind
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="not a lab results file"):
         LabResults(tmp_path / "bad.json").rows()
 
 
-@pytest.mark.parametrize("content,message", [
-    ('{"runs": [{"key": "a"}]}', r"row 0 of .*r.json is not a lab result \(missing \['ablated'"),
-    ('{"runs": ["a"]}', r"row 0 of .*r.json is not a lab result"),
-    ('{"runs": 3}', r"r.json is not a lab results file \(\"runs\" is not a list\)"),
-    ('[1, 2]', r"r.json is not a lab results file"),
-    ('{"rows": []}', r"r.json is not a lab results file"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (
+            '{"runs": [{"key": "a"}]}',
+            r"row 0 of .*r.json is not a lab result \(missing \['ablated'",
+        ),
+        ('{"runs": ["a"]}', r"row 0 of .*r.json is not a lab result"),
+        ('{"runs": 3}', r"r.json is not a lab results file \(\"runs\" is not a list\)"),
+        ("[1, 2]", r"r.json is not a lab results file"),
+        ('{"rows": []}', r"r.json is not a lab results file"),
+    ],
+)
 def test_results_of_the_wrong_shape_name_the_file_and_the_fix(tmp_path, content, message):
     (tmp_path / "r.json").write_text(content)
     with pytest.raises(ValueError, match=message + ".*move"):
@@ -168,8 +208,8 @@ def test_lab_run_trains_once_scores_and_survives_a_restart(tmp_path, monkeypatch
         raise AssertionError("trained again although the run was cached")
 
     monkeypatch.setattr(train_module, "train_simclr", must_not_train)
-    assert lab_run(TINY, tmp_path) == row          # a new call (as after a restart) reads the file
-    (tmp_path / lab.RESULTS_FILE).unlink()         # scores lost, checkpoint kept: rescored, no training
+    assert lab_run(TINY, tmp_path) == row  # a new call (as after a restart) reads the file
+    (tmp_path / lab.RESULTS_FILE).unlink()  # scores lost, checkpoint kept: rescored, no training
     assert lab_run(TINY, tmp_path)["loo_knn"] == row["loo_knn"]
 
 
@@ -177,10 +217,12 @@ def test_sweep_grids():
     grid = sweep_configs("temperature-batch")
     assert len(grid) == len(lab.TEMPERATURES) * len(lab.BATCH_SIZES)
     assert {(c.temperature, c.batch_size) for c in grid} == {
-        (t, n) for t in lab.TEMPERATURES for n in lab.BATCH_SIZES}
+        (t, n) for t in lab.TEMPERATURES for n in lab.BATCH_SIZES
+    }
     ablation = sweep_configs("ablation")
     assert [describe(c) for c in ablation] == (
-        ["all on"] + [f"no {n}" for n in DEFAULT_ON] + ["no augmentation"])
+        ["all on"] + [f"no {n}" for n in DEFAULT_ON] + ["no augmentation"]
+    )
     assert [c.shortcut_bits for c in sweep_configs("shortcut")] == list(lab.SHORTCUT_BITS)
     with pytest.raises(ValueError, match="unknown grid"):
         sweep_configs("everything")
@@ -201,9 +243,26 @@ def test_sweep_writes_csv_and_command_and_resumes(tmp_path, monkeypatch):
 
 def test_cli_sweep(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(lab, "SEEDS", (0,))
-    argv = ["sweep", "--grid", "seeds", "--out", str(tmp_path / "s.csv"), "--cache",
-            str(tmp_path / "c"), "--no-progress", "--width", "2", "--epochs", "1",
-            "--batch-size", "512", "--proj-hidden", "8", "--proj-dim", "4"]
+    argv = [
+        "sweep",
+        "--grid",
+        "seeds",
+        "--out",
+        str(tmp_path / "s.csv"),
+        "--cache",
+        str(tmp_path / "c"),
+        "--no-progress",
+        "--width",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "512",
+        "--proj-hidden",
+        "8",
+        "--proj-dim",
+        "4",
+    ]
     assert main(argv) == 0
     assert "wrote 1 runs" in capsys.readouterr().out
     note = (tmp_path / "s.txt").read_text()

@@ -100,7 +100,7 @@ def test_fused_version_equals_nt_xent_in_value_and_gradient(n, temperature):
     plain = nt_xent(z1, z2, temperature)
     plain.backward()
     torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
-    for got, want in zip(fast, (z1.grad, z2.grad)):
+    for got, want in zip(fast, (z1.grad, z2.grad), strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="temperature"):
         nt_xent_fused(z1, z2, float("nan"))
@@ -134,8 +134,9 @@ def test_second_derivatives_match_the_reference_loop():
     for row_ours, row_oracle in zip(ours, oracle, strict=True):
         for got, want in zip(row_ours, row_oracle, strict=True):
             torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-8)
-    assert torch.autograd.gradgradcheck(lambda a, b: nt_xent(a, b, 0.3),
-                                        (z1.requires_grad_(), z2.requires_grad_()))
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: nt_xent(a, b, 0.3), (z1.requires_grad_(), z2.requires_grad_())
+    )
 
 
 def test_works_under_torch_func_grad():

@@ -13,8 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def dry_run(*args: str) -> str:
-    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout
+    return subprocess.run(
+        ["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
@@ -27,6 +28,9 @@ def test_make_lab_allows_root_only_as_root():
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
 def test_make_lab_passes_server_options():
-    line = next(x for x in dry_run("lab", "LAB_ARGS=--no-browser --port=9").splitlines()
-                if "jupyter lab" in x)
+    line = next(
+        x
+        for x in dry_run("lab", "LAB_ARGS=--no-browser --port=9").splitlines()
+        if "jupyter lab" in x
+    )
     assert "--no-browser --port=9" in line

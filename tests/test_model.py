@@ -5,7 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from simclr_teach.model import ConvEncoder, MLPEncoder, ProjectionHead, SimCLR, build_simclr, preprocess
+from simclr_teach.model import (
+    ConvEncoder,
+    MLPEncoder,
+    ProjectionHead,
+    SimCLR,
+    build_simclr,
+    preprocess,
+)
 
 
 def test_preprocess_converts_uint8_to_unit_floats():
@@ -38,7 +45,7 @@ def test_conv_encoder_is_channels_last_and_keeps_it():
     copy = build_simclr("conv", width=4)
     copy.load_state_dict(model.state_dict())
     assert copy.encoder.net[1][0].weight.is_contiguous(memory_format=torch.channels_last)
-    h, z = model(torch.rand(3, 1, 28, 28))                 # any input layout works
+    h, z = model(torch.rand(3, 1, 28, 28))  # any input layout works
     assert h.shape == (3, 16) and z.shape[0] == 3
 
 
@@ -47,8 +54,11 @@ def test_autocast_dtype_per_device(monkeypatch):
 
     assert autocast_dtype(torch.device("cpu"), enabled=False) is None
     assert autocast_dtype(torch.device("mps")) is None
-    for avx512_bf16, amx, expected in [(False, False, None), (True, False, torch.bfloat16),
-                                       (False, True, torch.bfloat16)]:
+    for avx512_bf16, amx, expected in [
+        (False, False, None),
+        (True, False, torch.bfloat16),
+        (False, True, torch.bfloat16),
+    ]:
         monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
         monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
         assert autocast_dtype(torch.device("cpu")) is expected
@@ -64,15 +74,24 @@ def test_autocast_dtype_on_this_cpu_follows_its_flags():
     assert autocast_dtype(torch.device("cpu")) is expected
 
 
-@pytest.mark.parametrize("images,message", [
-    (torch.full((2, 28, 28), 255.0), r"float digits must lie in \[0, 1\], got values in "
-                                     r"\[255, 255\]; for pixels in 0..255 pass images / 255.0"),
-    (torch.full((2, 28, 28), float("nan")), r"float digits must lie in \[0, 1\]"),
-    (torch.full((2, 28, 28), 200, dtype=torch.int64), r"torch.int64 are ambiguous; pass uint8"),
-    (torch.zeros(2, 28, 28, dtype=torch.bool), r"dtype torch.bool are ambiguous"),
-    (torch.zeros(2, 28, 29, dtype=torch.uint8), r"got \(2, 28, 29\); crop or resize them to 28"),
-    (torch.zeros(2, 1, 14, 14, dtype=torch.uint8), r"got \(2, 1, 14, 14\)"),
-])
+@pytest.mark.parametrize(
+    "images,message",
+    [
+        (
+            torch.full((2, 28, 28), 255.0),
+            r"float digits must lie in \[0, 1\], got values in "
+            r"\[255, 255\]; for pixels in 0..255 pass images / 255.0",
+        ),
+        (torch.full((2, 28, 28), float("nan")), r"float digits must lie in \[0, 1\]"),
+        (torch.full((2, 28, 28), 200, dtype=torch.int64), r"torch.int64 are ambiguous; pass uint8"),
+        (torch.zeros(2, 28, 28, dtype=torch.bool), r"dtype torch.bool are ambiguous"),
+        (
+            torch.zeros(2, 28, 29, dtype=torch.uint8),
+            r"got \(2, 28, 29\); crop or resize them to 28",
+        ),
+        (torch.zeros(2, 1, 14, 14, dtype=torch.uint8), r"got \(2, 1, 14, 14\)"),
+    ],
+)
 def test_preprocess_rejects_what_it_would_misread(images, message):
     with pytest.raises(ValueError, match=message):
         preprocess(images)

@@ -36,30 +36,33 @@ ALLOWED: dict[str, dict[str, str]] = {
 }
 
 NUMBER = re.compile(r"(?<![\w.])[-+−]?\d+(?:[,_]\d{3})*(?:\.\d+)?(?:[eE][-+]?\d+)?(%?)")
-_VARIABLE = r"\d*[A-Za-zτ](?![\w])"                # N, 2N, τ, i: one letter, maybe a factor
+_VARIABLE = r"\d*[A-Za-zτ](?![\w])"  # N, 2N, τ, i: one letter, maybe a factor
 _TERM = rf"(?:{_VARIABLE}|\d+(?:\.\d+)?)"
 _OPERATOR = r"(?:\s*[−+±×/·*^]\s*| - )\(?\s*"
 FORMULA = rf"(?<![\w.]){_TERM}(?:{_OPERATOR}{_TERM}\)?)+"  # 2N − 2, 1 / (2N − 1), also 8 × 512
 # Spans of markdown that hold no measured claim; each is blanked (same length) before the search.
 NOT_CLAIMS = [
-    r"```.*?```",                                   # fenced code
-    r"(?m:^(?: {4}|\t).*$)",                         # indented code
-    r"`[^`]*`",                                     # code spans
-    r"\$\$.*?\$\$", r"\$[^$]*\$",                   # LaTeX
-    r"<[^>]+>", r"\]\([^)]*\)", r"https?://\S+",     # HTML tags, link targets, URLs
-    r"(?m:^\s*(?:#+\s*)?\d+(?:\.\d+)*[.)]\s)",       # list markers, numbered headings
-    r"(?m:^\|\s*\d+\s*\|)",                          # the numbered first column of a table
-    r"(?m:^#+ [0-9][0-9] ·)",                        # the notebook's number in its title
-    r"\b(?:19[5-9]\d|20[0-2]\d)[a-z]?\b",           # years (Chen et al., 2020)
+    r"```.*?```",  # fenced code
+    r"(?m:^(?: {4}|\t).*$)",  # indented code
+    r"`[^`]*`",  # code spans
+    r"\$\$.*?\$\$",
+    r"\$[^$]*\$",  # LaTeX
+    r"<[^>]+>",
+    r"\]\([^)]*\)",
+    r"https?://\S+",  # HTML tags, link targets, URLs
+    r"(?m:^\s*(?:#+\s*)?\d+(?:\.\d+)*[.)]\s)",  # list markers, numbered headings
+    r"(?m:^\|\s*\d+\s*\|)",  # the numbered first column of a table
+    r"(?m:^#+ [0-9][0-9] ·)",  # the notebook's number in its title
+    r"\b(?:19[5-9]\d|20[0-2]\d)[a-z]?\b",  # years (Chen et al., 2020)
     r"(?i:\b(?:sec(?:tion)?s?\.?|fig(?:ure)?s?\.?|table|eq(?:uation)?s?\.?|appendix|algorithm"
     r"|part|parts|step|steps|bugs?|fix(?:es)?|exercises?|notebooks?|chapter|row|column|columns"
     r"|view|views|anchor|anchors|rank|ranks|strength|level))"
     r"\s+[A-Z]?\d+(?:\.\d+)*(?:\s*(?:,|and|to|or|-|–)\s*[A-Z]?\d+(?:\.\d+)*)*",  # references
     r"(?:log|exp|√)\s*\([^()]*(?:\([^()]*\)[^()]*)*\)",  # formulas: log(2N − 1), exp(1/τ)
-    FORMULA,                                        # formulas with a variable (see _blank)
-    r"\b0[0-8](?:_\w+)?\b",                          # notebook numbers: 04, 06_temperature...
+    FORMULA,  # formulas with a variable (see _blank)
+    r"\b0[0-8](?:_\w+)?\b",  # notebook numbers: 04, 06_temperature...
     r"[\w.]*[A-Za-z_][\w.]*\d[\w.]*|\b\d[\w.]*[A-Za-z_]\w*",  # names: z1, float32, 2N, 28x28
-    r"\b\w+-\d+\b|\b\d+-[A-Za-z]\w*",                # names: ResNet-50, top-1, 2-D, 3-layer
+    r"\b\w+-\d+\b|\b\d+-[A-Za-z]\w*",  # names: ResNet-50, top-1, 2-D, 3-layer
 ]
 NOT_CLAIMS_RE = re.compile("|".join(f"(?:{p})" for p in NOT_CLAIMS), re.DOTALL)
 
@@ -92,7 +95,7 @@ def numbers_in_markdown(text: str) -> list[tuple[str, float, int, bool, str]]:
         value, decimals = _parse(token)
         start = max(text.rfind(mark, 0, match.start()) for mark in BOUNDARIES) + 1
         ends = [i for i in (text.find(mark, match.end()) for mark in BOUNDARIES) if i >= 0]
-        sentence = " ".join(text[start:min(ends, default=len(text)) + 1].split()).strip("| ")
+        sentence = " ".join(text[start : min(ends, default=len(text)) + 1].split()).strip("| ")
         claims.append((match.group(), value, decimals, bool(match.group(1)), sentence))
     return claims
 
@@ -125,7 +128,7 @@ def _is_known(known: list[float], value: float, decimals: int, percent: bool) ->
     """
     candidates = [(value, decimals)] + ([(value / 100, decimals + 2)] if percent else [])
     for claim, places in candidates:
-        tolerance = 0.5 * 10.0 ** -places * (1 + 1e-9) + 1e-12
+        tolerance = 0.5 * 10.0**-places * (1 + 1e-9) + 1e-12
         i = bisect.bisect_left(known, claim - tolerance)
         if i < len(known) and known[i] <= claim + tolerance:
             return True
@@ -143,26 +146,37 @@ def unknown_claims(path: Path) -> list[str]:
         claims = numbers_in_markdown("".join(cell["source"]))
         known = known_numbers_above(cells, index) if claims else []
         for written, value, decimals, percent, sentence in claims:
-            if written.rstrip("%").lstrip("-+−") in allowed or _is_known(known, value, decimals,
-                                                                         percent):
+            if written.rstrip("%").lstrip("-+−") in allowed or _is_known(
+                known, value, decimals, percent
+            ):
                 continue
             problems.append(f"{path.name} cell {index} (0-based): {written!r} in: {sentence}")
     return problems
 
 
 def test_numbers_in_markdown_skips_what_is_not_a_claim():
-    text = ("At 0.6 the loss was 4,324.5 (Chen et al., 2020, sec. 4.2, Figure 6), log(2N − 1) "
-            "= 4.84 for ResNet-50 in `x = 7`, notebook 02; 2N − 2 negatives, 97.3% top-1.\n"
-            "1. a list item $\\tau = 9$")
+    text = (
+        "At 0.6 the loss was 4,324.5 (Chen et al., 2020, sec. 4.2, Figure 6), log(2N − 1) "
+        "= 4.84 for ResNet-50 in `x = 7`, notebook 02; 2N − 2 negatives, 97.3% top-1.\n"
+        "1. a list item $\\tau = 9$"
+    )
     assert [(w, v, p) for w, v, _, p, _ in numbers_in_markdown(text)] == [
-        ("0.6", 0.6, False), ("4,324.5", 4324.5, False), ("4.84", 4.84, False),
-        ("97.3%", 97.3, True)]
+        ("0.6", 0.6, False),
+        ("4,324.5", 4324.5, False),
+        ("4.84", 4.84, False),
+        ("97.3%", 97.3, True),
+    ]
 
 
 def test_known_numbers_are_rounded_and_read_as_percentages():
-    cells = [{"cell_type": "code", "source": ["x = 0.5\n"], "outputs": [
-        {"output_type": "stream", "text": ["loss 4.844, kNN 0.9165, top-1 55%\n"]}]},
-             {"cell_type": "markdown", "source": []}]
+    cells = [
+        {
+            "cell_type": "code",
+            "source": ["x = 0.5\n"],
+            "outputs": [{"output_type": "stream", "text": ["loss 4.844, kNN 0.9165, top-1 55%\n"]}],
+        },
+        {"cell_type": "markdown", "source": []},
+    ]
     known = known_numbers_above(cells, 1)
     assert _is_known(known, 4.84, 2, False) and _is_known(known, 91.7, 1, True)
     assert _is_known(known, 55, 0, True) and _is_known(known, 50, 0, True)  # 55% and x = 0.5
@@ -170,11 +184,20 @@ def test_known_numbers_are_rounded_and_read_as_percentages():
     assert not _is_known(known, 91.65, 2, False), "a fraction matches only a percentage"
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(path, marks=pytest.mark.xfail(strict=False, reason="being rewritten"))
-    if path.name in BEING_REWRITTEN else path for path in NOTEBOOKS], ids=lambda p: p.name[:2])
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(path, marks=pytest.mark.xfail(strict=False, reason="being rewritten"))
+        if path.name in BEING_REWRITTEN
+        else path
+        for path in NOTEBOOKS
+    ],
+    ids=lambda p: p.name[:2],
+)
 def test_every_number_in_prose_comes_from_a_cell_above(path: Path):
     problems = unknown_claims(path)
-    assert not problems, ("numbers in markdown that no code cell above printed or wrote "
-                          "(print them in a cell above, or allow-list a constant in ALLOWED "
-                          "with its reason):\n" + "\n".join(problems))
+    assert not problems, (
+        "numbers in markdown that no code cell above printed or wrote "
+        "(print them in a cell above, or allow-list a constant in ALLOWED "
+        "with its reason):\n" + "\n".join(problems)
+    )

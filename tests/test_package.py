@@ -14,8 +14,11 @@ def imported_modules(name: str) -> set[str]:
     found = set()
     for node in ast.walk(ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[1] for alias in node.names
-                      if alias.name.startswith("simclr_teach.")}
+            found |= {
+                alias.name.split(".")[1]
+                for alias in node.names
+                if alias.name.startswith("simclr_teach.")
+            }
         elif isinstance(node, ast.ImportFrom) and node.module == "simclr_teach":
             found |= {alias.name if alias.name in MODULES else "__init__" for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("simclr_teach."):
@@ -24,8 +27,9 @@ def imported_modules(name: str) -> set[str]:
 
 
 def test_every_module_imports_in_a_fresh_interpreter():
-    code = "import importlib\n" + "".join(f"importlib.import_module('simclr_teach.{name}')\n"
-                                          for name in MODULES)
+    code = "import importlib\n" + "".join(
+        f"importlib.import_module('simclr_teach.{name}')\n" for name in MODULES
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 

@@ -59,9 +59,14 @@ def test_view_pairs_three_rows():
 
 
 def test_training_curves_from_object_and_dict():
-    history = SimpleNamespace(epoch=[1, 2, 3, 4], loss=[5.0, 4.0, 3.5, 3.2],
-                              top1=[0.1, 0.4, 0.6, 0.7], lr=[0.1, 0.3, 0.2, 0.1],
-                              knn=[None, 0.8, None, 0.9], seconds=[1.0] * 4)
+    history = SimpleNamespace(
+        epoch=[1, 2, 3, 4],
+        loss=[5.0, 4.0, 3.5, 3.2],
+        top1=[0.1, 0.4, 0.6, 0.7],
+        lr=[0.1, 0.3, 0.2, 0.1],
+        knn=[None, 0.8, None, 0.9],
+        seconds=[1.0] * 4,
+    )
     fig = plots.training_curves(history, knn_reference={"raw pixels": 0.85})
     check(fig, 4)
     knn_line = fig.axes[2].lines[0]
@@ -78,8 +83,9 @@ def test_training_curves_errors():
     with pytest.raises(ValueError, match="no epochs"):
         plots.training_curves({"epoch": [], "loss": [], "top1": [], "lr": [], "knn": []})
     with pytest.raises(ValueError, match="None for gaps"):
-        plots.training_curves({"epoch": [1, 2], "loss": [1, 1], "top1": [0, 0], "lr": [1, 1],
-                               "knn": [0.5]})
+        plots.training_curves(
+            {"epoch": [1, 2], "loss": [1, 1], "top1": [0, 0], "lr": [1, 1], "knn": [0.5]}
+        )
 
 
 def test_similarity_heatmap_is_cosine_of_both_views():
@@ -115,8 +121,13 @@ def test_tsne_grid_one_axes_per_panel(n_panels):
 
 def test_accuracy_vs_lines_and_log_axis():
     x = [10, 100, 1000]
-    fig = plots.accuracy_vs(x, {"SimCLR": [0.8, 0.9, 0.95], "pixels": [0.6, None, 0.9]},
-                            xlabel="labels per class", logx=True, title="few labels")
+    fig = plots.accuracy_vs(
+        x,
+        {"SimCLR": [0.8, 0.9, 0.95], "pixels": [0.6, None, 0.9]},
+        xlabel="labels per class",
+        logx=True,
+        title="few labels",
+    )
     check(fig, 1)
     assert len(fig.axes[0].lines) == 2 and fig.axes[0].get_xscale() == "log"
     with pytest.raises(ValueError, match="SimCLR"):
@@ -124,8 +135,9 @@ def test_accuracy_vs_lines_and_log_axis():
 
 
 def test_accuracy_vs_error_bars():
-    fig = plots.accuracy_vs([1, 10], {"a": [0.5, 0.9], "b": [0.4, 0.8]}, xlabel="n",
-                            errors={"a": [0.05, 0.01]})
+    fig = plots.accuracy_vs(
+        [1, 10], {"a": [0.5, 0.9], "b": [0.4, 0.8]}, xlabel="n", errors={"a": [0.05, 0.01]}
+    )
     bars = [c for c in fig.axes[0].collections if len(c.get_segments())]  # error-bar segments
     assert len(bars) == 1 and len(bars[0].get_segments()) == 2
     low, high = bars[0].get_segments()[0][:, 1]
@@ -159,11 +171,20 @@ def test_no_figure_is_shown(monkeypatch):
 
 
 def test_lab_summary_panels_and_highlight():
-    rows = [{"key": f"k{t}{n}", "label": "all on", "temperature": t, "batch_size": n,
-             "loo_knn": 0.9 + t / 10} for t in (0.1, 0.5) for n in (64, 256)]
+    rows = [
+        {
+            "key": f"k{t}{n}",
+            "label": "all on",
+            "temperature": t,
+            "batch_size": n,
+            "loo_knn": 0.9 + t / 10,
+        }
+        for t in (0.1, 0.5)
+        for n in (64, 256)
+    ]
     fig = plots.lab_summary(rows, rows[:3], highlight="k0.164")
     left, right = fig.axes
-    assert len(left.get_lines()) == 3          # two batch sizes and the highlight ring
+    assert len(left.get_lines()) == 3  # two batch sizes and the highlight ring
     assert len(right.patches) == 3 and right.patches[0].get_facecolor()[0] > 0.5  # crimson bar
     plt.close(fig)
     assert len(plots.lab_summary([], rows).axes) == 1
@@ -172,10 +193,13 @@ def test_lab_summary_panels_and_highlight():
 
 
 def test_frontier_joins_the_pareto_front():
-    rows = [{"recipe": "a", "seconds": 10, "best": 0.90}, {"recipe": "b", "seconds": 20, "best": 0.85},
-            {"recipe": "c", "seconds": 30, "best": 0.95}]
+    rows = [
+        {"recipe": "a", "seconds": 10, "best": 0.90},
+        {"recipe": "b", "seconds": 20, "best": 0.85},
+        {"recipe": "c", "seconds": 30, "best": 0.95},
+    ]
     fig = plots.frontier(rows, budget_seconds=25)
     check(fig, 1)
     front = fig.axes[0].lines[0]
-    assert list(front.get_xdata()) == [10, 30]             # b is slower and worse than a
-    assert [t.get_text() for t in fig.axes[0].texts] == ["0", "1", "2"]   # row numbers
+    assert list(front.get_xdata()) == [10, 30]  # b is slower and worse than a
+    assert [t.get_text() for t in fig.axes[0].texts] == ["0", "1", "2"]  # row numbers

@@ -14,19 +14,19 @@ def test_stamp_writes_squares_and_nothing_else():
     bits = torch.tensor([[1, 0, 1], [0, 1, 1]])
     out = stamp_bits(x, bits)
     assert torch.equal(out[0, 0, :CELL, :CELL], torch.ones(CELL, CELL))
-    assert torch.equal(out[0, 0, :CELL, CELL:2 * CELL], torch.zeros(CELL, CELL))
-    assert torch.equal(out[1, 0, :CELL, 2 * CELL:3 * CELL], torch.ones(CELL, CELL))
+    assert torch.equal(out[0, 0, :CELL, CELL : 2 * CELL], torch.zeros(CELL, CELL))
+    assert torch.equal(out[1, 0, :CELL, 2 * CELL : 3 * CELL], torch.ones(CELL, CELL))
     changed = (out != x).any(dim=0)[0]
-    assert not changed[CELL:].any() and not changed[:, 3 * CELL:].any()  # only the code area
-    assert torch.equal(x, torch.full((2, 1, 28, 28), 0.5))               # input left intact
+    assert not changed[CELL:].any() and not changed[:, 3 * CELL :].any()  # only the code area
+    assert torch.equal(x, torch.full((2, 1, 28, 28), 0.5))  # input left intact
 
 
 def test_shared_bits_are_equal_across_views_and_differ_across_digits():
     x1, x2 = torch.zeros(64, 1, 28, 28), torch.rand(64, 1, 28, 28)
     s1, s2 = shared_bits(x1, x2, MAX_BITS, torch.Generator().manual_seed(0))
-    code1, code2 = s1[:, 0, 0, ::CELL], s2[:, 0, 0, ::CELL]               # (N, MAX_BITS)
+    code1, code2 = s1[:, 0, 0, ::CELL], s2[:, 0, 0, ::CELL]  # (N, MAX_BITS)
     assert torch.equal(code1, code2)
-    assert len(torch.unique(code1, dim=0)) > 60                           # 2^14 codes, 64 digits
+    assert len(torch.unique(code1, dim=0)) > 60  # 2^14 codes, 64 digits
     same = shared_bits(x1, x2, 0)
     assert same[0] is x1 and same[1] is x2
 
@@ -46,9 +46,18 @@ def test_the_shortcut_makes_the_pretext_task_easy():
     images = embedded_mnist().train_images[:512]
     top1 = {}
     for bits in (0, MAX_BITS):
-        config = TrainConfig(data="embedded", width=8, proj_hidden=16, proj_dim=8, epochs=6,
-                             batch_size=64, warmup_epochs=1, lr=5e-3, device="cpu",
-                             shortcut_bits=bits)
+        config = TrainConfig(
+            data="embedded",
+            width=8,
+            proj_hidden=16,
+            proj_dim=8,
+            epochs=6,
+            batch_size=64,
+            warmup_epochs=1,
+            lr=5e-3,
+            device="cpu",
+            shortcut_bits=bits,
+        )
         seed_everything(0)
         model = build_model(config)
         top1[bits] = train_simclr(model, images, config, progress=False).top1[-1]

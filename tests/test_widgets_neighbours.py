@@ -34,25 +34,29 @@ def setting() -> dict:
     g = torch.Generator().manual_seed(0)
     bank_labels = torch.arange(20) % 2
     query_labels = torch.tensor([0, 1, 0, 1, 0, 1])
-    centres = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])   # one direction per class
+    centres = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])  # one direction per class
     good_bank = centres[bank_labels] + 0.1 * torch.randn(20, 3, generator=g)
     good_queries = centres[query_labels] + 0.1 * torch.randn(6, 3, generator=g)
     return {
         "query_images": torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8, generator=g),
         "bank_images": torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8, generator=g),
-        "spaces": {"learned": (good_queries, good_bank),
-                   "random": (torch.randn(6, 7, generator=g), torch.randn(20, 7, generator=g))},
-        "query_labels": query_labels, "bank_labels": bank_labels,
+        "spaces": {
+            "learned": (good_queries, good_bank),
+            "random": (torch.randn(6, 7, generator=g), torch.randn(20, 7, generator=g)),
+        },
+        "query_labels": query_labels,
+        "bank_labels": bank_labels,
     }
 
 
 # --- the pure callback ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("k", [1, 4, 20])
 def test_neighbours_state_matches_loop_oracle(setting, k):
     for index in range(6):
         state = neighbours_state(index, setting["spaces"], k)
-        assert list(state) == ["learned", "random"]               # the order of spaces
+        assert list(state) == ["learned", "random"]  # the order of spaces
         for name, (queries, bank) in setting["spaces"].items():
             assert state[name].tolist() == neighbours_by_loop(queries[index], bank, k)
 
@@ -60,7 +64,7 @@ def test_neighbours_state_matches_loop_oracle(setting, k):
 def test_neighbours_state_changes_with_index_and_caps_k(setting):
     first, second = (neighbours_state(i, setting["spaces"], 5) for i in (0, 1))
     assert not torch.equal(first["learned"], second["learned"])
-    assert len(neighbours_state(0, setting["spaces"], 100)["random"]) == 20   # capped at N
+    assert len(neighbours_state(0, setting["spaces"], 100)["random"]) == 20  # capped at N
 
 
 def test_neighbours_state_finds_the_same_class_in_a_good_space(setting):
@@ -76,7 +80,7 @@ def test_neighbour_agreement_counts_the_query_label(setting):
     assert list(counts) == list(neighbours)
     for name, indices in neighbours.items():
         assert counts[name] == sum(int(setting["bank_labels"][i]) == label for i in indices)
-    assert counts["learned"] == 6                             # the good space finds its class
+    assert counts["learned"] == 6  # the good space finds its class
 
 
 def test_neighbours_state_errors(setting):
@@ -92,6 +96,7 @@ def test_neighbours_state_errors(setting):
 
 
 # --- the widget, driven through its controls -----------------------------------------------------
+
 
 def test_explorer_moves_with_its_controls(setting):
     explorer = neighbours_explorer(**setting, k=4)
@@ -114,8 +119,9 @@ def test_explorer_caption_counts_neighbours_with_the_query_label(setting):
     assert explorer.state["label"] == 1 and explorer.state["agreement"]["learned"] == 5
     assert "learned: <b>5/5</b>" in explorer.caption.value
     explorer.close()
-    unlabelled = neighbours_explorer(setting["query_images"], setting["bank_images"],
-                                     setting["spaces"])
+    unlabelled = neighbours_explorer(
+        setting["query_images"], setting["bank_images"], setting["spaces"]
+    )
     assert "agreement" not in unlabelled.state and "test digit 0" in unlabelled.caption.value
     unlabelled.close()
 

@@ -39,12 +39,18 @@ ARTIFACTS = REPO / "artifacts" / "browser"
 CHROMIUM = os.environ.get("SIMCLR_TEACH_CHROMIUM", "/usr/bin/chromium")
 # Known to work as root, offline, in a container (Playwright adds its own --user-data-dir: fresh).
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
-SERVER_START_S = 120      # JupyterLab starts in ~5-15 s; a busy 2-core CI machine is slower
-KERNEL_START_S = 120      # a kernel importing torch on a busy machine
-NOTEBOOK_RUN_S = 300      # 01 and 02 run in < 2 min each on CPU
+SERVER_START_S = 120  # JupyterLab starts in ~5-15 s; a busy 2-core CI machine is slower
+KERNEL_START_S = 120  # a kernel importing torch on a busy machine
+NOTEBOOK_RUN_S = 300  # 01 and 02 run in < 2 min each on CPU
 LOG_TAIL_LINES = 80
 
 # JupyterLab user settings for the test: every cell stays in the DOM (no windowing), never save,
@@ -53,7 +59,8 @@ LAB_SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
-        "fetchNews": "false", "checkForUpdates": False,
+        "fetchNews": "false",
+        "checkForUpdates": False,
     },
 }
 
@@ -64,7 +71,7 @@ LAB_SETTINGS = {
 
 _FAILED = pytest.StashKey[bool]()  # on config (any test failed) and on each item
 _LOG = pytest.StashKey[Path]()
-_RAN = pytest.StashKey[bool]()     # a browser test ran in this session
+_RAN = pytest.StashKey[bool]()  # a browser test ran in this session
 
 
 def pytest_runtest_makereport(item, call):
@@ -141,8 +148,9 @@ def no_leftover_processes(request) -> Iterator[None]:
     if left:
         desc = [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in left]
         _stop(left)
-        pytest.fail("processes left running after the browser tests (now killed):\n"
-                    + "\n".join(desc))
+        pytest.fail(
+            "processes left running after the browser tests (now killed):\n" + "\n".join(desc)
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,16 +185,17 @@ def _clean_copy(src: Path, dst: Path) -> None:
 
 @dataclass
 class LabServer:
-    url: str                  # http://127.0.0.1:PORT/
+    url: str  # http://127.0.0.1:PORT/
     token: str
-    root: Path                # the served folder: copies of the notebooks
+    root: Path  # the served folder: copies of the notebooks
     log: Path
     proc: subprocess.Popen
     kernels_seen: set[int] = field(default_factory=set)
 
     def api(self, path: str, method: str = "GET", timeout: float = 10.0):
-        req = urllib.request.Request(self.url + path, method=method,
-                                     headers={"Authorization": f"token {self.token}"})
+        req = urllib.request.Request(
+            self.url + path, method=method, headers={"Authorization": f"token {self.token}"}
+        )
         with urllib.request.urlopen(req, timeout=timeout) as r:
             body = r.read()
         return json.loads(body) if body else None
@@ -197,17 +206,23 @@ class LabServer:
     def remember_children(self) -> None:
         """Record the server's descendants (kernels) so they can be stopped even if orphaned."""
         try:
-            self.kernels_seen |= {p.pid for p in
-                                  psutil.Process(self.proc.pid).children(recursive=True)}
+            self.kernels_seen |= {
+                p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)
+            }
         except psutil.NoSuchProcess:
             pass
 
 
 def _start_server(tmp: Path, root: Path, log: Path) -> LabServer:
     env = dict(os.environ)
-    for var, sub in [("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTERLAB_SETTINGS_DIR", "settings"),
-                     ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"), ("IPYTHONDIR", "ipython")]:
+    for var, sub in [
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_DATA_DIR", "data"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTERLAB_SETTINGS_DIR", "settings"),
+        ("JUPYTERLAB_WORKSPACES_DIR", "workspaces"),
+        ("IPYTHONDIR", "ipython"),
+    ]:
         (tmp / sub).mkdir(exist_ok=True)
         env[var] = str(tmp / sub)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
@@ -221,15 +236,31 @@ def _start_server(tmp: Path, root: Path, log: Path) -> LabServer:
         path.write_text(json.dumps(value))
 
     port, token = _free_port(), secrets.token_hex(24)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.open_browser=False",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ServerApp.open_browser=False",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root}",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     if os.geteuid() == 0:
         cmd.append("--allow-root")
     with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return LabServer(f"http://127.0.0.1:{port}/", token, root, log, proc)
 
 
@@ -309,13 +340,16 @@ def lab_server(request, tmp_path_factory) -> Iterator[LabServer]:
 @pytest.fixture(scope="session")
 def browser():
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} not found: `make test-browser` installs it (apt-get install "
-                    "chromium), or set SIMCLR_TEACH_CHROMIUM to a Chromium binary")
+        pytest.fail(
+            f"{CHROMIUM} not found: `make test-browser` installs it (apt-get install "
+            "chromium), or set SIMCLR_TEACH_CHROMIUM to a Chromium binary"
+        )
     from playwright.sync_api import sync_playwright  # only the browser tests need it
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                     args=CHROMIUM_ARGS, timeout=60_000)
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS, timeout=60_000
+        )
         try:
             yield browser
         finally:
@@ -349,8 +383,11 @@ class Lab:
         """Open `notebook` (a copy in the server's root) in a fresh workspace; wait for its
         kernel to be idle."""
         workspace = re.sub(r"\W", "-", f"{self.name}-{notebook}")
-        self.page.goto(f"{self.server.url}lab/workspaces/{workspace}/tree/{notebook}"
-                       f"?reset&token={self.server.token}", timeout=60_000)
+        self.page.goto(
+            f"{self.server.url}lab/workspaces/{workspace}/tree/{notebook}"
+            f"?reset&token={self.server.token}",
+            timeout=60_000,
+        )
         self.notebook = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").last
         self.notebook.locator(".jp-Cell").first.wait_for(timeout=60_000)
         self.path = notebook
@@ -374,8 +411,9 @@ class Lab:
 
     def wait_kernel_idle(self, timeout_s: float) -> None:
         """Until the server says this notebook's kernel is idle and the page shows it idle."""
-        indicator = self.page.locator(".jp-NotebookPanel-toolbar "
-                                      '.jp-Notebook-ExecutionIndicator[data-status="idle"]')
+        indicator = self.page.locator(
+            '.jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator[data-status="idle"]'
+        )
         deadline = time.monotonic() + timeout_s
         while True:
             self.accept_kernel_dialog()
@@ -384,16 +422,20 @@ class Lab:
                 return
             if time.monotonic() > deadline:
                 self.screenshot("kernel-not-idle")
-                raise AssertionError(f"the kernel of {self.path} is not idle after {timeout_s} s"
-                                     f" (server says {self.kernel_state()!r})")
+                raise AssertionError(
+                    f"the kernel of {self.path} is not idle after {timeout_s} s"
+                    f" (server says {self.kernel_state()!r})"
+                )
             self.page.wait_for_timeout(250)
 
     def code_cells(self):
         return self.notebook.locator(".jp-CodeCell")
 
     def prompts(self) -> list[str]:
-        return [m.group(1) if (m := PROMPT_RE.search(t)) else t for t in
-                self.code_cells().locator(".jp-InputArea-prompt").all_inner_texts()]
+        return [
+            m.group(1) if (m := PROMPT_RE.search(t)) else t
+            for t in self.code_cells().locator(".jp-InputArea-prompt").all_inner_texts()
+        ]
 
     def run_all(self, timeout_s: float = NOTEBOOK_RUN_S) -> None:
         """Run → Run All Cells, then wait until every code cell ran or the run stopped."""
@@ -423,7 +465,8 @@ class Lab:
         """The ipywidgets slider labelled `description` inside `container` (a locator)."""
         label = re.compile(rf"^\s*{re.escape(description)}\s*$")
         return container.locator(".widget-slider").filter(
-            has=self.page.locator(".widget-label", has_text=label))
+            has=self.page.locator(".widget-label", has_text=label)
+        )
 
     def press_slider(self, slider, *keys: str) -> str:
         """Focus the slider's handle, press `keys` (ArrowRight, End, ...); returns the readout."""
@@ -435,8 +478,9 @@ class Lab:
 
     def image_bytes(self, img) -> bytes:
         """The bytes an <img> shows (ipywidgets.Image uses blob: URLs, new on every update)."""
-        data = img.evaluate("async (el) => Array.from(new Uint8Array("
-                            "await (await fetch(el.src)).arrayBuffer()))")
+        data = img.evaluate(
+            "async (el) => Array.from(new Uint8Array(await (await fetch(el.src)).arrayBuffer()))"
+        )
         return bytes(data)
 
     def wait_for_change(self, read, before, what: str, timeout_s: float = 60.0):
@@ -460,8 +504,11 @@ class Lab:
             for out in cell.locator(".jp-OutputArea-output").all():
                 text = out.inner_text()
                 mime = out.get_attribute("data-mime-type") or ""
-                if ("Traceback" in text or "Error displaying widget" in text
-                        or (mime.endswith("stderr") and re.search(r"\w+Error\b", text))):
+                if (
+                    "Traceback" in text
+                    or "Error displaying widget" in text
+                    or (mime.endswith("stderr") and re.search(r"\w+Error\b", text))
+                ):
                     found.append(f"cell {source[:60]!r}: {text[:2000]}")
         return found
 

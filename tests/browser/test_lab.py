@@ -22,8 +22,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 def _write_smoke_notebook(path) -> None:
     """A plain IntSlider driving an Output: proves the page, kernel and widget manager work."""
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                 "name": "python3"}
+    nb.metadata["kernelspec"] = {
+        "display_name": "Python 3 (ipykernel)",
+        "language": "python",
+        "name": "python3",
+    }
     nb.cells = [
         nbformat.v4.new_code_cell("import sys\nprint('kernel:', sys.executable)"),
         nbformat.v4.new_code_cell("# NBVAL_RAISES_EXCEPTION\nraise ValueError('expected')"),
@@ -39,7 +42,8 @@ def _write_smoke_notebook(path) -> None:
             "show()\n"
             "box = w.VBox([slider, out])\n"
             "box.add_class('smoke-box')\n"
-            "box"),
+            "box"
+        ),
         nbformat.v4.new_code_cell("raise RuntimeError('an error the test must see')"),
     ]
     for cell in nb.cells:
@@ -108,8 +112,9 @@ def _open_explorer(lab, expect, notebook: str, css_class: str):
 
 def test_01_augmentation_explorer(lab, expect):
     """Run 01, then move the explorer's sliders: the views redraw and the caption follows."""
-    explorer, image, caption = _open_explorer(lab, expect, "01_augmentations.ipynb",
-                                              "simclr-augmentation-explorer")
+    explorer, image, caption = _open_explorer(
+        lab, expect, "01_augmentations.ipynb", "simclr-augmentation-explorer"
+    )
     views = lab.image_bytes(image)
 
     rotation = lab.slider(explorer, "rotation (max degrees)")
@@ -128,18 +133,26 @@ def test_01_augmentation_explorer(lab, expect):
 def _caption_numbers(caption) -> dict[str, float]:
     """The temperature explorer's caption as numbers: anchor loss, batch loss, log(2N - 1)."""
     text = caption.inner_text()
-    match = re.search(r"loss of this anchor: ([\d.]+).*batch loss \(N = (\d+)\): ([\d.]+)"
-                      r".*log\(2N - 1\) = ([\d.]+)", text)
+    match = re.search(
+        r"loss of this anchor: ([\d.]+).*batch loss \(N = (\d+)\): ([\d.]+)"
+        r".*log\(2N - 1\) = ([\d.]+)",
+        text,
+    )
     assert match, f"unexpected caption: {text!r}"
     anchor, n, batch, log_2n_minus_1 = match.groups()
-    return {"anchor_loss": float(anchor), "n": int(n), "loss": float(batch),
-            "log_2n_minus_1": float(log_2n_minus_1)}
+    return {
+        "anchor_loss": float(anchor),
+        "n": int(n),
+        "loss": float(batch),
+        "log_2n_minus_1": float(log_2n_minus_1),
+    }
 
 
 def test_02_temperature_explorer(lab, expect):
     """Run 02, then move tau: the softmax plot redraws and the loss follows."""
-    explorer, image, caption = _open_explorer(lab, expect, "02_nt_xent_loss.ipynb",
-                                              "simclr-temperature-explorer")
+    explorer, image, caption = _open_explorer(
+        lab, expect, "02_nt_xent_loss.ipynb", "simclr-temperature-explorer"
+    )
     plot, start = lab.image_bytes(image), _caption_numbers(caption)
 
     tau = lab.slider(explorer, "temperature tau")
