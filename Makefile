@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBTIMEOUT ?= 1800
 
-.PHONY: setup lab test test-unit test-notebooks test-browser notebooks bench lint clean
+.PHONY: setup lab test test-unit test-notebooks test-browser notebooks bench lint assignments clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
 # requirements.txt or pyproject.toml change, so it is fast when already done.
@@ -60,6 +60,11 @@ notebooks: setup  ## re-execute notebooks in place (all, or NB=notebooks/06_*.ip
 bench: setup  ## benchmarks (see benchmarks/README.md)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	$(PY) -m benchmarks
+
+# Student versions of the exercises (nbgrader): an nbgrader course in assignments/ (git-ignored),
+# one assignment per notebook with graded exercises; hand out assignments/release/.
+assignments: setup  ## student versions of the exercises, with nbgrader
+	$(PY) scripts/assignments.py
 
 lint: setup  ## ruff: the lint rules and the formatting of pyproject.toml (notebooks excluded)
 	$(VENV)/bin/ruff check .
