@@ -500,7 +500,7 @@ def load_or_train(
     config: TrainConfig,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    monitor: bool = True,
+    knn_monitor: bool = True,
     on_epoch_end: Callable[[History], None] | None = None,
 ) -> tuple[nn.Module, History]:
     """The model this config trains: loaded from the cache if trained before, else trained now.
@@ -514,7 +514,7 @@ def load_or_train(
         config: the run.
         cache_dir: default ``runs/cache`` at the repo root ($SIMCLR_TEACH_RUNS/cache).
         progress: show the progress bar while training.
-        monitor: online kNN after each epoch, on a validation split of 500 training digits
+        knn_monitor: online kNN after each epoch, on a validation split of 500 training digits
             (50 per digit) against the other training digits; the test split is never used.
         on_epoch_end: passed to ``train_simclr`` (e.g. to move a progress widget).
 
@@ -532,9 +532,9 @@ def load_or_train(
         seed_everything(config.seed)  # model initialisation
         model = build_model(config)
         val = validation_split(data.train_labels)
-        check = None
-        if monitor:
-            check = (
+        monitor = None
+        if knn_monitor:
+            monitor = (
                 data.train_images[~val],
                 data.train_labels[~val],
                 data.train_images[val],
@@ -550,7 +550,7 @@ def load_or_train(
                 data.train_images,
                 config,
                 progress,
-                monitor=check,
+                monitor=monitor,
                 checkpoint_path=path,
                 on_epoch_end=on_epoch_end,
                 data_name=data.name,
