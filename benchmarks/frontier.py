@@ -148,7 +148,7 @@ def score(
     path = Path(cache_dir or runs_dir() / "cache") / config.key(data.name) / "checkpoint.pt"
     cached = path.is_file() and len(load_checkpoint(path)["history"]["epoch"]) >= config.epochs
     with other_load() as load:
-        model, history = load_or_train(config, cache_dir, progress=False, monitor=False)
+        model, history = load_or_train(config, cache_dir, progress=False, knn_monitor=False)
     row: dict[str, Any] = {"recipe": name, "seconds": round(history.seconds[-1], 1)}
     for use in ("h", "z"):
         features = embed(model, data.train_images, use)  # (4000, D)

@@ -236,6 +236,39 @@ def scaled_lr(lr: float, rule: str, world_size: int) -> float:
     return lr * factor
 
 
+def rank_batch(order: Tensor, step: int, n: int, rank: int, world_size: int) -> Tensor:
+    """This rank's N digits of global batch ``step``: a slice of the epoch's shuffled ``order``.
+
+    Global batch ``step`` is ``order[step * K * N : (step + 1) * K * N]`` for K ranks; rank r
+    takes the r-th block of N of it, so the K ranks together train on the same K * N digits as
+    one process with batch K * N. In one process it is ``order[step * N : (step + 1) * N]``,
+    the slice of 04's hand-written loop.
+
+    Args:
+        order: int64 (M,), the epoch's permutation of the M digits, the same on every rank.
+        step: the step within the epoch, 0 .. M // (K * N) - 1.
+        n: N, pairs per rank and step (``TrainConfig.batch_size``).
+        rank: this process's index, 0 .. world_size - 1 (``rank()``).
+        world_size: K, the number of ranks (``world_size()``).
+
+    Returns:
+        int64 (N,) indices into the digits.
+    """
+    first = (step * world_size + rank) * n
+    return order[first : first + n]
+
+
+def views_generator(generator: torch.Generator, seed: int, epoch: int) -> torch.Generator:
+    """Where this rank draws its augmentations (and shortcut bits) in ``epoch``.
+
+    In one process: the run's own ``generator``, which also shuffles, as in 04's loop (a run
+    repeats exactly). Under torchrun every rank keeps that generator in step with the others (it
+    shuffles the shared ``order``) and draws its views from ``rank_generator(seed, epoch)``,
+    so the ranks see different views.
+    """
+    return generator if world_size() == 1 else rank_generator(seed, epoch)
+
+
 def rank_generator(seed: int, epoch: int) -> torch.Generator:
     """This rank's augmentation randomness for one epoch: other ranks draw other views.
 

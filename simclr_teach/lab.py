@@ -261,7 +261,7 @@ def lab_run(
     if row is not None:
         return {**row, "grid": grid}
     model, history = load_or_train(
-        config, cache_dir, progress=progress, monitor=False, on_epoch_end=on_epoch_end
+        config, cache_dir, progress=progress, knn_monitor=False, on_epoch_end=on_epoch_end
     )
     row = {
         "grid": grid,

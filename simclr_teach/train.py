@@ -214,6 +214,196 @@ def _diverged(config: TrainConfig, epoch: int, step: int) -> FloatingPointError:
     )
 
 
+def _check_batch_fits(batch_size: int, digits: int, world: int) -> None:
+    """ValueError naming the largest batch that fits, when a rank has fewer digits than one step."""
+    if batch_size > digits // world:
+        per_process = f", {digits // world:,} per process" if world > 1 else ""
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {digits:,} "
+            f"training digits{per_process}; use a batch size of at most "
+            f"{digits // world:,} (--batch-size)"
+        )
+
+
+def _resume(
+    path: str | Path | None,
+    config: TrainConfig,
+    trained_on: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    scaler: torch.amp.GradScaler,
+) -> History:
+    """The History so far: the checkpoint at ``path`` loaded into the run's state, or a new one.
+
+    Loads the weights, optimizer, generator and (float16 runs) loss scale in place, so the run
+    goes on exactly as if never interrupted. Refuses (ValueError, naming the differences) a
+    checkpoint of another config or of other digits (``trained_on``).
+    """
+    if path is None or not Path(path).is_file():
+        return History()
+    state = load_checkpoint(path)
+    differences = config_differences(state["config"], asdict(config))
+    if differences:
+        raise ValueError(
+            f"{path} was trained with another config ({'; '.join(differences)}); pass the "
+            "stored values to resume it, or use a new --out folder"
+        )
+    _check_same_data(path, state["data"], trained_on)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    if state["scaler"] is not None and scaler.is_enabled():
+        scaler.load_state_dict(state["scaler"])
+    return History.from_dict(state["history"])
+
+
+def _step_loss(
+    net: nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    config: TrainConfig,
+    amp_dtype: torch.dtype | None,
+    where: tuple[int, int],
+) -> tuple[Tensor, Tensor, Tensor]:
+    """NT-Xent of one step: both views in one pass, under autocast when ``amp_dtype`` is set.
+
+    Args:
+        net: the model (or its DDP wrapper), ``net(x) -> (h, z)``.
+        x1, x2: the two views, float (N, 1, 28, 28) each.
+        config: gives the temperature (and the fix named when the run diverges).
+        amp_dtype: bfloat16 or float16 for mixed precision, None for float32.
+        where: (epoch, step), 0-based, for the divergence message.
+
+    Returns:
+        (scalar loss, z1, z2), z1 and z2 the (N, D_z) projections of the two views.
+
+    Raises:
+        FloatingPointError when z holds NaN or inf (the run diverged).
+    """
+    n = len(x1)
+    with torch.autocast(
+        x1.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
+    ):
+        _, z = net(torch.cat([x1, x2]))  # one pass: (2N, D_z)
+        z1, z2 = z[:n], z[n:]
+        try:  # nt_xent checks z is finite; finite z give a finite loss
+            loss = distributed.global_nt_xent(z1, z2, config.temperature)
+        except ValueError:
+            if torch.isfinite(z).all():
+                raise
+            raise _diverged(config, *where) from None
+    return loss, z1, z2
+
+
+def train_one_epoch(
+    net: nn.Module,
+    data: Tensor,
+    config: TrainConfig,
+    epoch: int,
+    steps: int,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+    scaler: torch.amp.GradScaler,
+    amp_dtype: torch.dtype | None = None,
+    bar: Any = None,
+) -> tuple[float, float, float]:
+    """One pass over the digits: the hand-written loop of 04, in one process or under torchrun.
+
+    Args:
+        net: the model, or its DDP wrapper under torchrun; ``net(x) -> (h, z)``.
+        data: float (M, 1, 28, 28) digits in [0, 1], on the training device.
+        config: batch size N, temperature, schedule, augmentation and shortcut bits.
+        epoch: 0-based; with ``steps`` it places each step on the learning-rate schedule.
+        steps: steps per epoch, M // (K N) for K processes (the short last batch is dropped).
+        optimizer: updated in place, its learning rate set every step.
+        generator: the run's CPU generator: it shuffles (the same order on every rank) and, in
+            one process, draws the views too (``distributed.views_generator``).
+        scaler: scales float16 losses (disabled for bfloat16 and float32).
+        amp_dtype: autocast dtype, None for float32.
+        bar: a tqdm bar advanced every step, or None.
+
+    Returns:
+        (mean loss, mean contrastive top-1, learning rate of the last step) on this rank.
+
+    Raises:
+        FloatingPointError when the projections become NaN or inf.
+    """
+    world, rank, n = distributed.world_size(), distributed.rank(), config.batch_size
+    peak = distributed.scaled_lr(config.lr, config.lr_scaling, world)  # config.lr in one process
+    augment = BatchAugment(config.strength, config.augment)
+    net.train()
+    losses, accs = [], []
+    order = torch.randperm(len(data), generator=generator).to(data.device)  # same on all ranks
+    views_from = distributed.views_generator(generator, config.seed, epoch)
+    for i in range(steps):
+        lr = lr_at(epoch * steps + i, config.epochs * steps, config.warmup_epochs * steps, peak)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        x = data[distributed.rank_batch(order, i, n, rank, world)]  # (N, 1, 28, 28)
+        x1, x2 = augment(x, views_from), augment(x, views_from)  # two views of each digit
+        x1, x2 = shared_bits(x1, x2, config.shortcut_bits, views_from)  # 0: unchanged
+        loss, z1, z2 = _step_loss(net, x1, x2, config, amp_dtype, where=(epoch, i))
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        losses.append(loss.item())
+        accs.append(contrastive_accuracy(z1, z2))
+        if bar is not None:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.update()
+    return sum(losses) / len(losses), sum(accs) / len(accs), lr
+
+
+def _monitor_knn(model: nn.Module, monitor: Monitor | None) -> float | None:
+    """Online kNN accuracy of h on the monitor's query digits against its bank; None if off."""
+    if monitor is None:
+        return None
+    from simclr_teach.evaluate import embed, knn_accuracy
+
+    bank_x, bank_y, query_x, query_y = monitor  # uint8 (B, 28, 28), (B,), (Q, 28, 28), (Q,)
+    return knn_accuracy(embed(model, bank_x), bank_y, embed(model, query_x), query_y)
+
+
+def _record(
+    history: History,
+    bar: Any,
+    epoch: int,
+    loss: float,
+    top1: float,
+    lr: float,
+    knn: float | None,
+    seconds: float,
+    views: int,
+) -> None:
+    """Append a finished epoch to ``history`` (loss and top-1 as means over all ranks); show it.
+
+    Args:
+        history: extended in place.
+        bar: the tqdm progress bar, which shows the epoch's numbers.
+        epoch: 0-based; recorded 1-based.
+        loss, top1: this rank's means over the epoch's steps.
+        lr: the learning rate of the epoch's last step.
+        knn: the monitor's accuracy, or None.
+        seconds: the epoch's training time (the kNN monitor excluded).
+        views: augmented views all ranks trained on in the epoch, 2 K N per step.
+    """
+    history.epoch.append(epoch + 1)
+    history.loss.append(distributed.mean_over_ranks(loss))
+    history.top1.append(distributed.mean_over_ranks(top1))
+    history.lr.append(lr)
+    history.knn.append(knn)
+    history.seconds.append((history.seconds[-1] if history.seconds else 0.0) + seconds)
+    history.images_per_second.append(views / seconds)
+    bar.set_postfix(
+        epoch=epoch + 1,
+        loss=f"{history.loss[-1]:.3f}",
+        img_s=f"{history.images_per_second[-1]:.0f}",
+        **({"knn": f"{knn:.3f}"} if knn is not None else {}),
+    )
+
+
 def train_simclr(
     model: nn.Module,
     images: Tensor,
@@ -229,7 +419,9 @@ def train_simclr(
 
     Each step: N digits, two BatchAugment views, (h, z) for both, ``nt_xent``, backward, step,
     learning rate from the warm-up + cosine schedule. One CPU generator seeded by
-    ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU.
+    ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU. The
+    steps: ``_resume`` a checkpoint, then per epoch ``train_one_epoch`` (04's loop), the kNN
+    monitor, ``_record`` the history, write the checkpoint, call ``on_epoch_end``.
 
     Under torchrun (taught in 07_scaling_out) each of the K processes takes its N digits of
     every global batch of K * N from one shared permutation, draws its own views, runs the model
@@ -261,125 +453,39 @@ def train_simclr(
     from tqdm.auto import tqdm
 
     from simclr_teach.data import describe_training_data
-    from simclr_teach.evaluate import embed, knn_accuracy
 
     world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
-    if config.batch_size > len(images) // world:
-        per_process = f", {len(images) // world:,} per process" if world > 1 else ""
-        raise ValueError(
-            f"batch_size {config.batch_size} is larger than the {len(images):,} "
-            f"training digits{per_process}; use a batch size of at most "
-            f"{len(images) // world:,} (--batch-size)"
-        )
+    _check_batch_fits(config.batch_size, len(images), world)
     device = pick_device(config.device)
     model.to(device)
     optimizer = make_optimizer(model, config)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # shuffling and views, as in 04
     amp_dtype = autocast_dtype(device, config.amp)  # None: float32 (no native bf16 here)
-    use_amp = amp_dtype is not None
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    history = History()
-    trained_on = describe_training_data(data_name, images)
-    if checkpoint_path is not None and Path(checkpoint_path).is_file():
-        state = load_checkpoint(checkpoint_path)
-        differences = config_differences(state["config"], asdict(config))
-        if differences:
-            raise ValueError(
-                f"{checkpoint_path} was trained with another config "
-                f"({'; '.join(differences)}); pass the stored values to resume it, "
-                "or use a new --out folder"
-            )
-        _check_same_data(checkpoint_path, state["data"], trained_on)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        if state["scaler"] is not None and scaler.is_enabled():
-            scaler.load_state_dict(state["scaler"])
-        history = History.from_dict(state["history"])
+    data_id = describe_training_data(data_name, images)  # name, fingerprint, size
+    history = _resume(checkpoint_path, config, data_id, model, optimizer, generator, scaler)
     net = distributed.data_parallel(model, config.sync_bn)  # DDP under torchrun, else model itself
-
-    augment = BatchAugment(config.strength, config.augment)
-    data = preprocess(images).to(device)  # (N, 1, 28, 28) float in [0, 1]
-    n = config.batch_size  # pairs per process and step
-    steps_per_epoch = max(1, len(data) // (world * n))  # drop the short last batch: same negatives
-    peak_lr = distributed.scaled_lr(config.lr, config.lr_scaling, world)  # config.lr in one process
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = config.warmup_epochs * steps_per_epoch
-    elapsed = history.seconds[-1] if history.seconds else 0.0
-
-    bar = tqdm(
-        total=total_steps,
-        initial=len(history.epoch) * steps_per_epoch,
-        disable=not progress or rank > 0,
-        desc="SimCLR",
-        unit="step",
-    )
-    try:
-        for epoch in range(len(history.epoch), config.epochs):
-            net.train()
-            start, losses, accs = time.perf_counter(), [], []
-            order = torch.randperm(len(data), generator=generator).to(device)  # same on all ranks
-            views_from = generator if world == 1 else distributed.rank_generator(config.seed, epoch)
-            for step_in_epoch in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + step_in_epoch
-                lr = lr_at(step, total_steps, warmup_steps, peak_lr)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                first = (step_in_epoch * world + rank) * n  # this rank's slice
-                x = data[order[first : first + n]]  # (N, 1, 28, 28)
-                x1, x2 = augment(x, views_from), augment(x, views_from)  # two views of each digit
-                x1, x2 = shared_bits(x1, x2, config.shortcut_bits, views_from)  # 0: unchanged
-                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
-                    _, z = net(torch.cat([x1, x2]))  # one pass: (2N, D_z)
-                    z1, z2 = z[:n], z[n:]
-                    try:  # nt_xent checks z is finite; finite z give a finite loss
-                        loss = distributed.global_nt_xent(z1, z2, config.temperature)
-                    except ValueError:
-                        if torch.isfinite(z).all():
-                            raise
-                        raise _diverged(config, epoch, step_in_epoch) from None
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                losses.append(loss.item())
-                accs.append(contrastive_accuracy(z1, z2))
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.3f}", refresh=False)
-                bar.update()
-            seconds = time.perf_counter() - start
-            elapsed += seconds
-            knn = None
-            if monitor is not None:
-                bank_x, bank_y, query_x, query_y = monitor
-                knn = knn_accuracy(embed(model, bank_x), bank_y, embed(model, query_x), query_y)
-            history.epoch.append(epoch + 1)
-            history.loss.append(distributed.mean_over_ranks(sum(losses) / len(losses)))
-            history.top1.append(distributed.mean_over_ranks(sum(accs) / len(accs)))
-            history.lr.append(lr)
-            history.knn.append(knn)
-            history.seconds.append(elapsed)
-            history.images_per_second.append(2 * world * n * steps_per_epoch / seconds)
-            bar.set_postfix(
-                epoch=epoch + 1,
-                loss=f"{history.loss[-1]:.3f}",
-                img_s=f"{history.images_per_second[-1]:.0f}",
-                **({"knn": f"{knn:.3f}"} if knn is not None else {}),
+    data = preprocess(images).to(device)  # (M, 1, 28, 28) float in [0, 1]
+    steps = max(1, len(data) // (world * config.batch_size))  # drop the short last batch
+    done, quiet = len(history.epoch), not progress or rank > 0  # done: epochs resumed
+    with tqdm(
+        total=config.epochs * steps, initial=done * steps, disable=quiet, desc="SimCLR", unit="step"
+    ) as bar:
+        for epoch in range(done, config.epochs):
+            start = time.perf_counter()
+            loss, top1, lr = train_one_epoch(
+                net, data, config, epoch, steps, optimizer, generator, scaler, amp_dtype, bar
             )
+            seconds = time.perf_counter() - start
+            knn = _monitor_knn(model, monitor)
+            views = 2 * world * config.batch_size * steps
+            _record(history, bar, epoch, loss, top1, lr, knn, seconds, views)
             if checkpoint_path is not None and rank == 0:
                 save_checkpoint(
-                    checkpoint_path,
-                    model,
-                    config,
-                    history,
-                    optimizer,
-                    generator,
-                    trained_on,
-                    scaler,
+                    checkpoint_path, model, config, history, optimizer, generator, data_id, scaler
                 )
             if on_epoch_end is not None:
                 on_epoch_end(history)
-    finally:
-        bar.close()
     return history
 
 
@@ -394,7 +500,7 @@ def load_or_train(
     config: TrainConfig,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    monitor: bool = True,
+    knn_monitor: bool = True,
     on_epoch_end: Callable[[History], None] | None = None,
 ) -> tuple[nn.Module, History]:
     """The model this config trains: loaded from the cache if trained before, else trained now.
@@ -408,7 +514,7 @@ def load_or_train(
         config: the run.
         cache_dir: default ``runs/cache`` at the repo root ($SIMCLR_TEACH_RUNS/cache).
         progress: show the progress bar while training.
-        monitor: online kNN after each epoch, on a validation split of 500 training digits
+        knn_monitor: online kNN after each epoch, on a validation split of 500 training digits
             (50 per digit) against the other training digits; the test split is never used.
         on_epoch_end: passed to ``train_simclr`` (e.g. to move a progress widget).
 
@@ -426,9 +532,9 @@ def load_or_train(
         seed_everything(config.seed)  # model initialisation
         model = build_model(config)
         val = validation_split(data.train_labels)
-        check = None
-        if monitor:
-            check = (
+        monitor = None
+        if knn_monitor:
+            monitor = (
                 data.train_images[~val],
                 data.train_labels[~val],
                 data.train_images[val],
@@ -444,7 +550,7 @@ def load_or_train(
                 data.train_images,
                 config,
                 progress,
-                monitor=check,
+                monitor=monitor,
                 checkpoint_path=path,
                 on_epoch_end=on_epoch_end,
                 data_name=data.name,

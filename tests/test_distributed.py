@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from simclr_teach import distributed
-from simclr_teach.distributed import anchor_rows, global_nt_xent, rank_nt_xent, scaled_lr
+from simclr_teach.distributed import (
+    anchor_rows,
+    global_nt_xent,
+    rank_batch,
+    rank_nt_xent,
+    scaled_lr,
+)
 from simclr_teach.loss import nt_xent, positive_index
 from simclr_teach.train import TrainConfig
 
@@ -86,6 +92,18 @@ def test_labels_are_offset_by_rank():
     rows = anchor_rows(2, rank=1, world_size=2)
     assert rows.tolist() == [2, 3, 6, 7]
     assert positive_index(4)[rows].tolist() == [6, 7, 2, 3]  # partners, not the local [2, 3, 0, 1]
+
+
+def test_ranks_share_out_each_global_batch_of_the_shuffled_order():
+    order = torch.randperm(30, generator=torch.Generator().manual_seed(0))  # M = 30 digits
+    world, n = 3, 4  # global batch 12: 2 steps, the last 6 digits dropped
+    for step in range(2):
+        parts = [rank_batch(order, step, n, r, world) for r in range(world)]
+        assert all(p.shape == (n,) for p in parts)
+        assert torch.equal(torch.cat(parts), order[step * 12 : (step + 1) * 12])  # rank order
+    assert torch.equal(rank_batch(order, 2, 5, 0, 1), order[10:15])  # one process: 04's slice
+    generator = torch.Generator()
+    assert distributed.views_generator(generator, 0, 3) is generator  # one process: 04's
 
 
 def test_bad_rank_split_and_scaling_rule_are_clear_errors():

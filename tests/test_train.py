@@ -6,8 +6,11 @@ from torch import nn
 
 from simclr_teach import checkpoint as ckpt
 from simclr_teach import train as train_module
+from simclr_teach.augment import BatchAugment
 from simclr_teach.checkpoint import load_checkpoint, save_checkpoint
 from simclr_teach.data import embedded_mnist
+from simclr_teach.loss import nt_xent
+from simclr_teach.model import preprocess
 from simclr_teach.train import (
     History,
     TrainConfig,
@@ -15,6 +18,7 @@ from simclr_teach.train import (
     load_model,
     load_or_train,
     lr_at,
+    make_optimizer,
     train_simclr,
 )
 from simclr_teach.utils import seed_everything
@@ -56,6 +60,45 @@ def test_seeded_run_is_bit_identical(images):
     assert h1.loss == h2.loss and h1.top1 == h2.top1
     assert_same_weights(m1, m2)
     assert len(h1.epoch) == 3 and all(torch.isfinite(torch.tensor(h1.loss)))
+
+
+def train_by_hand(model, images, config, epochs):
+    """Notebook 04's hand-written loop (float32, one process), copied verbatim."""
+    generator = torch.Generator().manual_seed(config.seed)  # shuffling + views
+    optimizer = make_optimizer(model, config)  # AdamW, no decay on BN and biases
+    augment = BatchAugment(config.strength, config.augment)
+    data = preprocess(images)  # (M, 1, 28, 28) in [0, 1]
+    n = config.batch_size
+    steps = len(data) // n  # short last batch dropped
+    losses = []
+    model.train()
+    for epoch in range(epochs):
+        order = torch.randperm(len(data), generator=generator)
+        for i in range(steps):
+            lr = lr_at(epoch * steps + i, epochs * steps, config.warmup_epochs * steps, config.lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x = data[order[i * n : (i + 1) * n]]  # N digits
+            x1, x2 = augment(x, generator), augment(x, generator)  # two views each
+            _, z = model(torch.cat([x1, x2]))  # (2N, D_z) in one pass
+            loss = nt_xent(z[:n], z[n:], config.temperature)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    return losses
+
+
+def test_train_simclr_is_the_hand_written_loop_of_notebook_04(images):
+    """04 asserts this for one epoch; two epochs also cross the warm-up and the reshuffle."""
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 2, "amp": False})
+    by_hand = fresh_model(config)
+    losses = train_by_hand(by_hand, images, config, epochs=2)
+    packaged, history = run(images, config)
+    assert_same_weights(by_hand, packaged)
+    steps = len(images) // config.batch_size
+    by_epoch = [sum(losses[e * steps : (e + 1) * steps]) / steps for e in range(2)]
+    assert history.loss == pytest.approx(by_epoch, abs=1e-6)
 
 
 def test_other_seed_gives_other_run(images):
