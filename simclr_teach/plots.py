@@ -173,7 +173,7 @@ def training_curves(
         top1_ax.axhline(top1_chance, color=GREY, linestyle="--", label="chance, 1 / (2N - 1)")
         top1_ax.legend(loc="lower right")
     top1_ax.set(title="contrastive top-1", xlabel="epoch", ylim=(0, 1.02))
-    checked = [(e, a) for e, a in zip(epoch, knn, strict=True) if a is not None]
+    checked = [(e, a) for e, a in zip(epoch, knn, strict=False) if a is not None]  # knn may be []
     if checked:
         knn_ax.plot(*zip(*checked, strict=True), marker="o", color=PALETTE[2], label="SimCLR h")
     for colour, (name, value) in zip(PALETTE[1:], (knn_reference or {}).items(), strict=False):

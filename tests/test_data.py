@@ -161,6 +161,9 @@ def test_stalled_download_times_out_and_cleans_up(tmp_path, stalled_downloader):
 def test_interrupted_download_cleans_up(tmp_path, monkeypatch):
     from simclr_teach import data as data_module
 
+    # Ctrl-C raises KeyboardInterrupt, even where this test runs in the background (`cmd &`,
+    # nohup), which starts Python with SIGINT ignored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     release = threading.Event()
 
     def fetch(folder):
@@ -174,6 +177,7 @@ def test_interrupted_download_cleans_up(tmp_path, monkeypatch):
             load_mnist("mnist", root=tmp_path, download=True)
     finally:
         release.set()
+        signal.signal(signal.SIGINT, previous)
     assert list(tmp_path.iterdir()) == []
 
 
