@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -46,6 +47,11 @@ def graded_notebooks(folder: Path = NOTEBOOKS) -> list[Path]:
 
 
 def _api(root: Path):
+    # nbgrader runs `alembic` (its database migrations) as a command: it must find the one of
+    # this environment even when the environment is not activated (make calls .venv/bin/python)
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
     from traitlets.config import Config
@@ -54,6 +60,7 @@ def _api(root: Path):
     config.CourseDirectory.root = str(root)
     config.CourseDirectory.course_id = "simclr-teach"
     config.Execute.timeout = CELL_TIMEOUT
+    config.Exchange.root = str(root / "exchange")  # release/collect need one; a local folder
     return NbGraderAPI(coursedir=CourseDirectory(config=config), config=config)
 
 
@@ -103,10 +110,11 @@ def autograde(root: Path, notebook: Path, student: str) -> dict[str, tuple[float
     _check(_api(root).autograde(name, student, force=True), f"autograde {name} for {student}")
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         submission = gradebook.find_submission_notebook(name, name, student)
+        # code grade cells are the autograded checks; markdown ones wait for a person
         return {
             grade.name: (grade.score, grade.max_score)
             for grade in submission.grades
-            if grade.auto_score is not None or grade.cell_type == "code"
+            if grade.cell_type == "code"
         }
 
 
