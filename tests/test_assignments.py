@@ -13,7 +13,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
@@ -76,53 +75,36 @@ def test_student_version_hides_solutions_and_hidden_tests(course):
                 assert "YOUR ANSWER HERE" in cell.source
 
 
-def _execute(path: Path) -> nbformat.NotebookNode:
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=1800,
-        kernel_name="python3",
-        allow_errors=True,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    client.execute()
-    return nb
+def test_autograder_full_marks_for_the_instructor_none_for_a_blank_student(course):
+    """Autograde the instructor version and the untouched student version of each notebook.
 
-
-def test_student_version_runs_except_the_exercises(course):
-    """Every lesson cell runs in the student version; exercise cells are the only errors."""
-    _, released = course
-    for path in released:
-        nb = _execute(path)
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            errors = [o for o in cell.outputs if o.output_type == "error"]
-            meta = _nbgrader(cell)
-            if meta.get("solution"):
-                assert [e.ename for e in errors] == ["NotImplementedError"], cell.source
-            elif not meta.get("grade"):
-                assert not errors, f"{path.name}: a lesson cell failed:\n{cell.source}"
-
-
-def test_autograder_gives_the_instructor_full_marks_and_the_student_none(course):
+    The blank student's notebook, as nbgrader executed it, also shows that every lesson cell
+    runs in the student version: the exercise cells are the only ones that fail.
+    """
     root, released = course
     for source, student in zip(GRADED, released, strict=True):
         # the instructor version, submitted with the files the student version comes with
         full = root / "instructor-copy" / source.stem
-        full.mkdir(parents=True)
-        for item in student.parent.iterdir():
-            target = full / item.name
-            if item.is_dir():
-                shutil.copytree(item, target)
-            elif item.name != source.name:
-                target.write_bytes(item.read_bytes())
+        shutil.copytree(student.parent, full)
         (full / source.name).write_bytes(source.read_bytes())
         instructor = assignments.autograde(root, full / source.name, "instructor")
         blank = assignments.autograde(root, student, "blank")
         assert instructor and all(score == top for score, top in instructor.values()), instructor
         assert set(blank) == set(instructor)
         assert all(score == 0 for score, _ in blank.values()), blank
+
+        executed = nbformat.read(
+            root / "autograded" / "blank" / source.stem / source.name, as_version=4
+        )
+        for cell in executed.cells:
+            if cell.cell_type != "code":
+                continue
+            errors = [o.ename for o in cell.get("outputs", []) if o.output_type == "error"]
+            meta = _nbgrader(cell)
+            if meta.get("solution"):
+                assert errors == ["NotImplementedError"], cell.source
+            elif not meta.get("grade"):
+                assert not errors, f"{source.name}: a lesson cell failed:\n{cell.source}"
 
 
 # ---- the checks reject plausible wrong answers --------------------------------------------------
@@ -145,6 +127,19 @@ WRONG_ANSWERS = {
             "sum(p.numel() for n, p in model.head.named_parameters() if n.endswith('weight'))",
         ),  # weights without biases
     ],
+    "01_augmentations": [
+        ("ex01-1-check", "no_geometry", "AugmentParams()"),  # geometry still on
+        ("ex01-1-check", "no_geometry", "AugmentParams().disabled('crop', 'rotation')"),
+        (
+            "ex01-1-check",
+            "no_geometry",
+            "AugmentParams().disabled("
+            "'crop', 'rotation', 'translate', 'shear', 'noise', 'erase_p')",
+        ),  # everything off
+        ("ex01-3-check", "my_strength", "max(STRENGTHS)"),
+        ("ex01-3-check", "my_strength", "min(STRENGTHS)"),
+        ("ex01-3-check", "my_strength", "0.75"),  # not one of the strengths measured
+    ],
     "02_nt_xent_loss": [
         ("ex02-1-check", "my_floor", "math.log(1 + (2 * TRAIN_N - 1) * math.exp(-1 / 0.1))"),
         ("ex02-1-check", "my_floor", "(2 * TRAIN_N - 2) * math.exp(-1 / 0.1)"),  # no log
@@ -157,25 +152,79 @@ WRONG_ANSWERS = {
         ("ex02-3-check", "decoupled", "lambda z1, z2, t: nt_xent(z1, z2, t) - 0.1"),
         ("ex02-3-check", "decoupled", "lambda z1, z2, t: nt_xent(z1, z2, t)[None]"),
     ],
+    "03_fixing_the_document_code": [
+        ("ex03-1-check", "answers", "{'loss_a': 16, 'loss_b': 10, 'loss_c': 15}"),  # swapped
+        ("ex03-1-check", "answers", "{'loss_a': 10, 'loss_b': 16, 'loss_c': 12}"),
+        ("ex03-1-check", "answers", "{'loss_a': 10, 'loss_b': 11, 'loss_c': 15}"),
+        ("ex03-2-check", "row_max_removed", "sim_matrix - sim_matrix.max(dim=1).values"),  # bug 11
+        ("ex03-2-check", "row_max_removed", "sim_matrix - sim_matrix.max()"),  # one global max
+        (
+            "ex03-2-check",
+            "row_max_removed",
+            "sim_matrix - sim_matrix.max(dim=0, keepdim=True).values",
+        ),  # the columns' max
+        (
+            "ex03-3-check",
+            "same_view_cosine",
+            "F.cosine_similarity(model(images[:64])[1], model(images[64:128])[1]).detach()",
+        ),
+        ("ex03-3-check", "same_view_cosine", "torch.ones(64, 1)"),  # the wrong shape
+        ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': False}"),
+        ("ex03-5-check", "same_weights", "{'loss': True, 'similarities': True}"),
+        ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': True}"),
+    ],
+    "07_scaling_out": [
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "PAPER_CORES * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+        ),  # its own views too
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "(PAPER_CORES - 1) * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM",
+        ),  # numbers, not bytes
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "(PAPER_CORES - 1) * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+        ),  # pairs, not views
+        (
+            "ex07-2-check",
+            "partner_column",
+            "lambda i, rank, n, world: i + n if i < n else i - n",
+        ),  # the one-process partner
+        (
+            "ex07-2-check",
+            "partner_column",
+            "lambda i, rank, n, world: n + rank * n + i if i < n else rank * n + i - n",
+        ),
+        ("ex07-3-check", "batch_size, lr_scaling", "1024, 'none'"),  # the global batch x 8
+        ("ex07-3-check", "batch_size, lr_scaling", "128, 'sqrt'"),  # the rate grows x sqrt(8)
+        ("ex07-3-check", "batch_size, lr_scaling", "128, 'linear'"),
+    ],
 }
 
 
 @pytest.fixture(scope="module")
 def lessons():
-    """name -> (namespace after every code cell before the exercises, cells by grade id)."""
+    """name -> (namespace after every lesson cell, cells by grade id).
+
+    Lesson cells are the code cells without nbgrader metadata, exercise material and reveals
+    included: they never depend on a student's answer (the student version runs them all).
+    """
     cache = {}
 
     def load(name: str):
         if name not in cache:
             path = REPO / "notebooks" / f"{name}.ipynb"
             cells = json.loads(path.read_text())["cells"]
-            first = next(i for i, c in enumerate(cells) if _nbgrader(c))
             namespace: dict = {"__name__": "__lesson__"}
             cwd = os.getcwd()
             os.chdir(path.parent)
             try:
-                for cell in cells[:first]:
-                    if cell["cell_type"] == "code":
+                for cell in cells:
+                    if cell["cell_type"] == "code" and not _nbgrader(cell):
                         exec(compile("".join(cell["source"]), name, "exec"), namespace)
             finally:
                 os.chdir(cwd)
