@@ -173,6 +173,23 @@ WRONG_ANSWERS = {
         ("ex03-5-check", "same_weights", "{'loss': True, 'similarities': True}"),
         ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': True}"),
     ],
+    "04_training_on_mnist": [
+        (
+            "ex04-1-check",
+            "total_steps",
+            "len(data.train_images) * CONFIG.epochs // CONFIG.batch_size",
+        ),  # keeps the short batch
+        ("ex04-1-check", "total_steps", "len(data.train_images) // CONFIG.batch_size"),  # 1 epoch
+        (
+            "ex04-1-check",
+            "total_steps",
+            "len(data.train_images) / CONFIG.batch_size * CONFIG.epochs",
+        ),  # a float
+        ("ex04-1-check", "total_steps", "CONFIG.epochs"),
+        ("ex04-2-check", "lr_quarter", "CONFIG.lr * 0.75"),  # a linear decay
+        ("ex04-2-check", "lr_quarter", "CONFIG.lr * math.cos(math.pi / 8)"),  # no 1/2 (1 + cos)
+        ("ex04-2-check", "lr_quarter", "CONFIG.lr"),  # the peak
+    ],
     "07_scaling_out": [
         (
             "ex07-1-check",
