@@ -133,6 +133,17 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+def quick_data(data: Any, train: int, test: int) -> Any:
+    """The first ``train`` training and ``test`` test digits of an ``MNISTData`` (--quick runs)."""
+    return type(data)(
+        data.train_images[:train],
+        data.train_labels[:train],
+        data.test_images[:test],
+        data.test_labels[:test],
+        data.name + "-quick",
+    )
+
+
 def new_result(name: str, title: str, quick: bool) -> dict[str, Any]:
     """The dict every benchmark fills: tables, targets, notes and raw data, saved as JSON."""
     return {

@@ -30,13 +30,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from benchmarks.common import RESULTS, add_table, add_target, new_result
+from benchmarks.common import RESULTS, add_table, add_target, new_result, quick_data
+from benchmarks.time_to_accuracy import train_curve
 from simclr_teach import plots
 from simclr_teach.data import MNISTData, load_mnist
 from simclr_teach.evaluate import embed, knn_accuracy, pixel_features
 from simclr_teach.model import ConvEncoder
 from simclr_teach.protocol import tuned_scores
-from simclr_teach.train import History, TrainConfig, build_model, train_simclr, validation_split
+from simclr_teach.train import TrainConfig, validation_split
 from simclr_teach.utils import seed_everything
 
 NAME = "peer"
@@ -154,29 +155,19 @@ def train_peer(
 
 
 def train_course(data: MNISTData, epochs: int | None = None) -> dict[str, Any]:
-    """The course's default run (TrainConfig()), a kNN point every 6 epochs."""
+    """The course's default run (TrainConfig()), scored about 15 times while it trains."""
     config = TrainConfig(data="embedded", **({"epochs": epochs} if epochs else {}))
-    seed_everything(config.seed)
-    model = build_model(config)
-    y = data.train_labels
-    seconds, accuracy = [0.0], [loo_knn(embed(model, data.train_images), y)]
-    every = max(1, config.epochs // 15)
-
-    def on_epoch_end(history: History) -> None:  # outside History.seconds
-        if len(history.epoch) % every == 0 or len(history.epoch) == config.epochs:
-            seconds.append(history.seconds[-1])
-            accuracy.append(loo_knn(embed(model, data.train_images), y))
-
-    history = train_simclr(
-        model, data.train_images, config, progress=False, on_epoch_end=on_epoch_end
-    )
+    curve, model = train_curve(config, data, score=loo_knn)
     final = test_scores(
-        embed(model, data.train_images), y, embed(model, data.test_images), data.test_labels
+        embed(model, data.train_images),
+        data.train_labels,
+        embed(model, data.test_images),
+        data.test_labels,
     )
     return {
-        "seconds": seconds,
-        "loo_knn": accuracy,
-        "loss": history.loss,
+        "seconds": curve["seconds"],
+        "loo_knn": curve["knn_accuracy"],
+        "loss": curve["loss"],
         "epochs": config.epochs,
         **final,
     }
@@ -208,13 +199,7 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     data = load_mnist("embedded", verbose=False)
     budget = 300.0
     if quick:
-        data = MNISTData(
-            data.train_images[:600],
-            data.train_labels[:600],
-            data.test_images[:200],
-            data.test_labels[:200],
-            data.name + "-quick",
-        )
+        data = quick_data(data, 600, 200)
         budget = 2.0
     curves = {
         COURSE: train_course(data, epochs=2 if quick else None),

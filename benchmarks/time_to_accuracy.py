@@ -15,15 +15,16 @@ Command line: `python -m benchmarks --only time_to_accuracy [--variant width=16 
 from __future__ import annotations
 
 import ast
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
+from torch import Tensor, nn
 
-from benchmarks.common import RESULTS, add_table, new_result
+from benchmarks.common import RESULTS, add_table, new_result, quick_data
 from simclr_teach.data import MNISTData, load_mnist
 from simclr_teach.evaluate import embed, knn_accuracy, pixel_features
 from simclr_teach.train import History, TrainConfig, build_model, train_simclr, validation_split
@@ -53,30 +54,36 @@ def validation_accuracy(features, labels) -> float:
     return knn_accuracy(features[~val], labels[~val], features[val], labels[val], k=K)
 
 
-def train_curve(config: TrainConfig, data: MNISTData) -> dict[str, Any]:
-    """Train one config; accuracy after 0, 1, ..., epochs epochs against training seconds."""
+def train_curve(
+    config: TrainConfig,
+    data: MNISTData,
+    score: Callable[[Tensor, Tensor], float] = validation_accuracy,
+) -> tuple[dict[str, Any], nn.Module]:
+    """Train one config; ``score(h, labels)`` of the training digits at init and about 15 times
+    during training, against training seconds. Returns the curve and the trained model."""
     seed_everything(config.seed)  # model initialisation, as load_or_train
     model = build_model(config)
     y = data.train_labels
-    seconds, accuracy = [0.0], [validation_accuracy(embed(model, data.train_images), y)]
+    seconds, accuracy = [0.0], [score(embed(model, data.train_images), y)]
     every = max(1, config.epochs // 15)  # ~15 points per curve
 
     def on_epoch_end(history: History) -> None:  # outside History.seconds: not training time
         if len(history.epoch) % every and len(history.epoch) != config.epochs:
             return
         seconds.append(history.seconds[-1])
-        accuracy.append(validation_accuracy(embed(model, data.train_images), y))
+        accuracy.append(score(embed(model, data.train_images), y))
 
     history = train_simclr(
         model, data.train_images, config, progress=False, on_epoch_end=on_epoch_end
     )
-    return {
+    curve = {
         "config": asdict(config),
         "seconds": seconds,
         "knn_accuracy": accuracy,
         "loss": history.loss,
         "views_per_second": history.images_per_second,
     }
+    return curve, model
 
 
 def figure(curves: dict[str, dict[str, Any]], pixels: float) -> Figure:
@@ -123,20 +130,14 @@ def run(
         base = replace(
             base, epochs=1, width=4, proj_hidden=16, proj_dim=8, warmup_epochs=0, batch_size=64
         )
-        data = MNISTData(
-            data.train_images[:512],
-            data.train_labels[:512],
-            data.test_images[:256],
-            data.test_labels[:256],
-            data.name + "-quick",
-        )
+        data = quick_data(data, 512, 256)
     configs = {"TrainConfig()": base}
     for variant in variants:
         overrides = parse_variant(variant) if isinstance(variant, str) else dict(variant)
         label = ", ".join(f"{k}={v}" for k, v in overrides.items())
         configs[label] = replace(base, **overrides)
     pixels = validation_accuracy(pixel_features(data.train_images), data.train_labels)
-    curves = {name: train_curve(config, data) for name, config in configs.items()}
+    curves = {name: train_curve(config, data)[0] for name, config in configs.items()}
 
     fig = figure(curves, pixels)
     out_dir = Path(out_dir)
