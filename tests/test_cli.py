@@ -8,21 +8,10 @@ import pytest
 
 from simclr_teach.cli import main
 
-TINY_FLAGS = [
-    "--data",
-    "embedded",
-    "--epochs",
-    "1",
-    "--width",
-    "4",
-    "--proj-hidden",
-    "16",
-    "--proj-dim",
-    "8",
-    "--batch-size",
-    "512",
-    "--no-progress",
-]
+TINY_FLAGS = (
+    "--data embedded --epochs 1 --width 4 --proj-hidden 16 --proj-dim 8 --batch-size 512 "
+    "--no-progress"
+).split()
 
 
 def test_train_then_evaluate(tmp_path, capsys):

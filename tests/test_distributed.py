@@ -26,21 +26,10 @@ from simclr_teach.train import TrainConfig
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
-TINY_FLAGS = [
-    "--data",
-    "embedded",
-    "--epochs",
-    "1",
-    "--width",
-    "4",
-    "--proj-hidden",
-    "16",
-    "--proj-dim",
-    "8",
-    "--batch-size",
-    "64",
-    "--no-progress",
-]
+TINY_FLAGS = (
+    "--data embedded --epochs 1 --width 4 --proj-hidden 16 --proj-dim 8 --batch-size 64 "
+    "--no-progress"
+).split()
 
 
 def torchrun_python(code: str, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

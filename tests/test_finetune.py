@@ -26,38 +26,19 @@ def two_classes(n: int = 8):
     return images, torch.tensor([0] * n + [1] * n)
 
 
+SMALL = dict(width=4, steps=30, eval_every=10, batch_size=8, strength=0.5, seed=0)
+
+
 def test_from_scratch_learns_repeats_and_leaves_the_global_rng_alone():
     images, labels = two_classes()
     state = torch.random.get_rng_state()
-    fit = train_classifier(
-        images,
-        labels,
-        images,
-        labels,
-        width=4,
-        steps=30,
-        eval_every=10,
-        batch_size=8,
-        strength=0.5,
-        seed=0,
-    )
+    fit = train_classifier(images, labels, images, labels, **SMALL)
     assert torch.equal(state, torch.random.get_rng_state())
     assert not fit.classifier.training
     assert fit.val_accuracy == 1.0 and classifier_accuracy(fit.classifier, images, labels) == 1.0
     assert [step for step, _ in fit.curve] == [10, 20, 30]
     assert fit.best_step == min(step for step, acc in fit.curve if acc == 1.0)  # earliest best
-    again = train_classifier(
-        images,
-        labels,
-        images,
-        labels,
-        width=4,
-        steps=30,
-        eval_every=10,
-        batch_size=8,
-        strength=0.5,
-        seed=0,
-    )
+    again = train_classifier(images, labels, images, labels, **SMALL)
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(fit.classifier(x), again.classifier(x))  # same seed, same weights
 
