@@ -172,8 +172,34 @@ class SimCLR(nn.Module):
         return h, self.head(h)
 
 
+HEADS = ("mlp", "linear", "none")  # the projection heads of the paper's Figure 8
+
+
+def build_head(kind: str, in_dim: int, hidden: int = 128, out_dim: int = 64) -> nn.Module:
+    """The projection head g of Chen et al. (2020, sec. 4.2, Figure 8): h (N, in_dim) -> z.
+
+    Args:
+        kind: "mlp" (``ProjectionHead``, the paper's choice: z is (N, out_dim)), "linear" (one
+            ``nn.Linear``: z is (N, out_dim)) or "none" (z = h: the loss acts on h itself).
+        in_dim: size of h.
+        hidden: hidden width of the MLP head.
+        out_dim: size of z for "mlp" and "linear".
+    """
+    if kind == "mlp":
+        return ProjectionHead(in_dim, hidden, out_dim)
+    if kind == "linear":
+        return nn.Linear(in_dim, out_dim)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"head must be one of {HEADS}, got {kind!r}")
+
+
 def build_simclr(
-    encoder: str = "conv", width: int = 32, proj_hidden: int = 128, proj_dim: int = 64
+    encoder: str = "conv",
+    width: int = 32,
+    proj_hidden: int = 128,
+    proj_dim: int = 64,
+    head: str = "mlp",
 ) -> SimCLR:
     """A SimCLR model from a few names and sizes (what ``TrainConfig`` stores).
 
@@ -183,6 +209,7 @@ def build_simclr(
         width: size knob of the encoder.
         proj_hidden: hidden width of the projection head.
         proj_dim: size of z.
+        head: "mlp", "linear" or "none" (``build_head``).
     """
     if encoder == "conv":
         f: nn.Module = ConvEncoder(width)
@@ -190,7 +217,7 @@ def build_simclr(
         f = MLPEncoder(hidden=16 * width, out_dim=4 * width)
     else:
         raise ValueError(f"encoder must be 'conv' or 'mlp', got {encoder!r}")
-    return SimCLR(f, ProjectionHead(f.out_dim, proj_hidden, proj_dim))
+    return SimCLR(f, build_head(head, f.out_dim, proj_hidden, proj_dim))
 
 
 def count_parameters(module: nn.Module) -> int:

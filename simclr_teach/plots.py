@@ -649,3 +649,54 @@ def _bar_panel(right: Axes, bar_rows: Sequence[Mapping], highlight: str | None) 
         right.text(acc, y, f" {acc:.1f}", va="center", fontsize=SMALL)
     right.set_xlim(max(0.0, min(accs, default=0.0) - 10), 100)
     right.set_xlabel("leave-one-out kNN of h (%)")
+
+
+def collapse_curves(
+    histories: Mapping[str, object], references: Mapping[str, Mapping[str, float]] | None = None
+) -> Figure:
+    """Four panels against epoch for several runs: kNN of h, effective rank of z and of h, and
+    the uniformity of z, all on the kNN monitor's validation digits (08_what_simclr_needs).
+
+    Args:
+        histories: run name -> History (or dict) with ``epoch``, ``knn``, ``rank_z``, ``rank_h``
+            and ``uniformity`` per epoch (a run trained with the kNN monitor on).
+        references: line name -> {panel field: value}, drawn dashed in grey shades (e.g. a
+            random encoder's numbers, chance for the kNN).
+    """
+    panels = {
+        "knn": "kNN accuracy of h (validation)",
+        "rank_z": "effective rank of z",
+        "rank_h": "effective rank of h",
+        "uniformity": "uniformity of z (0 = one point)",
+    }
+    fig, axes = plt.subplots(1, 4, figsize=(12, 3.2), layout="constrained")
+    for ax, (name, title) in zip(axes, panels.items(), strict=True):
+        for colour, (run, history) in zip(PALETTE, histories.items(), strict=False):
+            values = _field(history, name)
+            if not values or any(v is None for v in values):
+                raise ValueError(f"{run!r} has no {name} per epoch; train it with the kNN monitor")
+            ax.plot(_field(history, "epoch"), values, marker=".", color=colour, label=run)
+        styles = ("--", ":", "-.")
+        for style, (line, values) in zip(styles, (references or {}).items(), strict=False):
+            if name in values:
+                ax.axhline(values[name], color=GREY, linestyle=style, label=line)
+        ax.set(title=title, xlabel="epoch")
+    axes[0].legend(loc="best", fontsize=SMALL)
+    return fig
+
+
+def singular_spectra(spectra: Mapping[str, ArrayLike], title: str | None = None) -> Figure:
+    """Normalised singular values against their index, log scale (Jing et al., 2022, Figure 1).
+
+    Args:
+        spectra: name -> 1-D descending values (``methods.singular_spectrum``); a cliff to ~0
+            marks the dimensions a representation does not use (dimensional collapse).
+    """
+    fig, ax = plt.subplots(figsize=(5.5, 3.4), layout="constrained")
+    for colour, (name, values) in zip(PALETTE, spectra.items(), strict=False):
+        values = np.clip(np.asarray(values, dtype=float), 1e-8, None)  # log scale: no zeros
+        ax.plot(np.arange(1, len(values) + 1), values, color=colour, label=name)
+    ax.set(xlabel="index of the singular value", ylabel="share of the sum (log)", yscale="log")
+    ax.set(title=title or "singular value spectrum")
+    ax.legend(loc="lower left", fontsize=SMALL)
+    return fig

@@ -27,7 +27,8 @@ from simclr_teach.checkpoint import (
     save_checkpoint,
 )
 from simclr_teach.loss import contrastive_accuracy
-from simclr_teach.model import build_simclr, preprocess
+from simclr_teach.methods import METHODS, build_method, positives_only_loss
+from simclr_teach.model import HEADS, build_simclr, preprocess
 from simclr_teach.shortcut import MAX_BITS, shared_bits
 from simclr_teach.utils import MAX_SEED, autocast_dtype, locked, pick_device, seed_everything
 
@@ -37,7 +38,13 @@ CHOICES = {
     "encoder": ("conv", "mlp"),
     "optimizer": ("adamw", "sgd"),
     "lr_scaling": tuple(distributed.LR_SCALING_RULES),
+    "head": HEADS,
+    "method": METHODS,
 }
+
+# Fields added with notebook 08: they enter a run's cache key only when set away from their
+# default, so every run cached before them (and the keys in notebooks/results) keeps its name.
+LATER_FIELDS = ("head", "method", "queue_size", "momentum", "stop_gradient")
 
 
 @dataclass
@@ -69,6 +76,12 @@ class TrainConfig:
     # Under torchrun with K processes (07_scaling_out) batch_size is per process: global batch K N.
     sync_bn: bool = False  # BatchNorm statistics of the global batch (GPUs only), or per rank
     lr_scaling: str = "sqrt"  # peak lr x sqrt(K) ("sqrt", Adam), x K ("linear") or x 1 ("none")
+    # What SimCLR needs and what came after (08_what_simclr_needs, simclr_teach/methods.py):
+    head: str = "mlp"  # projection head: "mlp" (paper), "linear" or "none" (z = h)
+    method: str = "simclr"  # "simclr", "positives" (no negatives), "moco" or "simsiam"
+    queue_size: int = 4096  # MoCo: keys in the queue, the negatives of every query
+    momentum: float = 0.99  # MoCo: key network <- m key network + (1 - m) online network
+    stop_gradient: bool = True  # SimSiam: no gradient into the target branch (False collapses)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
@@ -89,6 +102,9 @@ class TrainConfig:
             **{name: getattr(self, name) in values for name, values in CHOICES.items()},
             "shortcut_bits": 0 <= self.shortcut_bits <= MAX_BITS,
             "seed": 0 <= self.seed <= MAX_SEED,
+            # a MoCo step enqueues 2N keys
+            "queue_size": self.method != "moco" or self.queue_size >= 2 * self.batch_size,
+            "momentum": 0.0 <= self.momentum <= 1.0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -113,8 +129,13 @@ class TrainConfig:
 
     def key(self, data_name: str) -> str:
         """Short hash of this config and the data it trains on: the run's cache folder name."""
+        values = asdict(self)
+        defaults = TrainConfig.__dataclass_fields__
+        for name in LATER_FIELDS:
+            if values[name] == defaults[name].default:
+                del values[name]
         payload = json.dumps(
-            {"config": asdict(self), "data": data_name, "format": CHECKPOINT_FORMAT}, sort_keys=True
+            {"config": values, "data": data_name, "format": CHECKPOINT_FORMAT}, sort_keys=True
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -128,6 +149,11 @@ class History:
     top1: list[float] = field(default_factory=list)  # contrastive top-1 accuracy, chance 1/(2N-1)
     lr: list[float] = field(default_factory=list)  # learning rate at the epoch's last step
     knn: list[float | None] = field(default_factory=list)  # online kNN monitor (None if off)
+    # collapse, on the monitor's validation digits (None if off): methods.effective_rank of h
+    # and of z, and evaluate.uniformity of z (Wang & Isola, 2020; 0 = all on one point)
+    rank_h: list[float | None] = field(default_factory=list)
+    rank_z: list[float | None] = field(default_factory=list)
+    uniformity: list[float | None] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # cumulative training wall time
     images_per_second: list[float] = field(default_factory=list)  # augmented views / s
 
@@ -136,12 +162,28 @@ class History:
 
     @classmethod
     def from_dict(cls, values: dict[str, list]) -> History:
-        return cls(**{k: list(v) for k, v in values.items()})
+        """Inverse of ``to_dict``; a field that an older checkpoint lacks is None per epoch."""
+        epochs = len(values.get("epoch", []))
+        return cls(
+            **{
+                f.name: list(values[f.name]) if f.name in values else [None] * epochs
+                for f in fields(cls)
+            }
+        )
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The SimCLR model a config describes (weights from torch's current RNG state)."""
-    return build_simclr(config.encoder, config.width, config.proj_hidden, config.proj_dim)
+    """The model a config describes (weights from torch's current RNG state).
+
+    A ``SimCLR`` module for the methods "simclr" and "positives", else the method's model
+    around one (``methods.build_method``); all return (h, z) from ``forward``.
+    """
+    simclr = build_simclr(
+        config.encoder, config.width, config.proj_hidden, config.proj_dim, config.head
+    )
+    return build_method(
+        config.method, simclr, config.queue_size, config.momentum, config.stop_gradient
+    )
 
 
 def load_model(path: str | Path) -> nn.Module:
@@ -162,8 +204,9 @@ def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW or SGD; BatchNorm and bias parameters get no weight decay (common SimCLR practice)."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    trained = [p for p in model.parameters() if p.requires_grad]  # not MoCo's key network
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
     groups = [
         {"params": decay, "weight_decay": config.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -243,7 +286,8 @@ def _resume(
     if path is None or not Path(path).is_file():
         return History()
     state = load_checkpoint(path)
-    differences = config_differences(state["config"], asdict(config))
+    stored = asdict(TrainConfig.from_dict(state["config"]))  # fields it predates at default
+    differences = config_differences(stored, asdict(config))
     if differences:
         raise ValueError(
             f"{path} was trained with another config ({'; '.join(differences)}); pass the "
@@ -285,14 +329,23 @@ def _step_loss(
     with torch.autocast(
         x1.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     ):
-        _, z = net(torch.cat([x1, x2]))  # one pass: (2N, D_z)
-        z1, z2 = z[:n], z[n:]
-        try:  # nt_xent checks z is finite; finite z give a finite loss
-            loss = distributed.global_nt_xent(z1, z2, config.temperature)
-        except ValueError:
-            if torch.isfinite(z).all():
-                raise
-            raise _diverged(config, *where) from None
+        if config.method in ("moco", "simsiam"):  # their models hold a key network or predictor
+            loss, z1, z2 = net.loss(x1, x2, config.temperature)
+            z = torch.cat([z1, z2])
+        else:
+            _, z = net(torch.cat([x1, x2]))  # one pass: (2N, D_z)
+            z1, z2 = z[:n], z[n:]
+            if config.method == "positives":  # NT-Xent's numerator alone: no negatives (08)
+                loss = positives_only_loss(z1, z2, config.temperature)
+        if config.method == "simclr":
+            try:  # nt_xent checks z is finite; finite z give a finite loss
+                loss = distributed.global_nt_xent(z1, z2, config.temperature)
+            except ValueError:
+                if torch.isfinite(z).all():
+                    raise
+                raise _diverged(config, *where) from None
+        elif not torch.isfinite(z).all():
+            raise _diverged(config, *where)
     return loss, z1, z2
 
 
@@ -348,6 +401,8 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
+        if hasattr(net, "after_step"):  # MoCo: momentum update of the key network, enqueue keys
+            net.after_step()
         losses.append(loss.item())
         accs.append(contrastive_accuracy(z1, z2))
         if bar is not None:
@@ -356,14 +411,25 @@ def train_one_epoch(
     return sum(losses) / len(losses), sum(accs) / len(accs), lr
 
 
-def _monitor_knn(model: nn.Module, monitor: Monitor | None) -> float | None:
-    """Online kNN accuracy of h on the monitor's query digits against its bank; None if off."""
+def _monitor(model: nn.Module, monitor: Monitor | None) -> dict[str, float | None]:
+    """The monitor's numbers after an epoch (all None if off), on its validation digits.
+
+    "knn": kNN accuracy of h on the query digits against the bank; "rank_h", "rank_z": the
+    effective rank of h and z of the query digits; "uniformity": of their z.
+    """
     if monitor is None:
-        return None
-    from simclr_teach.evaluate import embed, knn_accuracy
+        return dict.fromkeys(("knn", "rank_h", "rank_z", "uniformity"))
+    from simclr_teach.evaluate import embed, knn_accuracy, uniformity
+    from simclr_teach.methods import effective_rank
 
     bank_x, bank_y, query_x, query_y = monitor  # uint8 (B, 28, 28), (B,), (Q, 28, 28), (Q,)
-    return knn_accuracy(embed(model, bank_x), bank_y, embed(model, query_x), query_y)
+    h, z = embed(model, query_x, "h"), embed(model, query_x, "z")  # (Q, D_h), (Q, D_z)
+    return {
+        "knn": knn_accuracy(embed(model, bank_x), bank_y, h, query_y),
+        "rank_h": effective_rank(h),
+        "rank_z": effective_rank(z),
+        "uniformity": uniformity(z),
+    }
 
 
 def _record(
@@ -373,7 +439,7 @@ def _record(
     loss: float,
     top1: float,
     lr: float,
-    knn: float | None,
+    monitored: dict[str, float | None],
     seconds: float,
     views: int,
 ) -> None:
@@ -385,7 +451,7 @@ def _record(
         epoch: 0-based; recorded 1-based.
         loss, top1: this rank's means over the epoch's steps.
         lr: the learning rate of the epoch's last step.
-        knn: the monitor's accuracy, or None.
+        monitored: ``_monitor``'s numbers (None when off).
         seconds: the epoch's training time (the kNN monitor excluded).
         views: augmented views all ranks trained on in the epoch, 2 K N per step.
     """
@@ -393,7 +459,9 @@ def _record(
     history.loss.append(distributed.mean_over_ranks(loss))
     history.top1.append(distributed.mean_over_ranks(top1))
     history.lr.append(lr)
-    history.knn.append(knn)
+    for name, value in monitored.items():
+        getattr(history, name).append(value)
+    knn = monitored["knn"]
     history.seconds.append((history.seconds[-1] if history.seconds else 0.0) + seconds)
     history.images_per_second.append(views / seconds)
     bar.set_postfix(
@@ -456,6 +524,10 @@ def train_simclr(
 
     world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
     _check_batch_fits(config.batch_size, len(images), world)
+    if world > 1 and config.method != "simclr":
+        raise ValueError(
+            f"method {config.method!r} trains in one process only; run it without torchrun"
+        )
     device = pick_device(config.device)
     model.to(device)
     optimizer = make_optimizer(model, config)
@@ -477,9 +549,9 @@ def train_simclr(
                 net, data, config, epoch, steps, optimizer, generator, scaler, amp_dtype, bar
             )
             seconds = time.perf_counter() - start
-            knn = _monitor_knn(model, monitor)
+            monitored = _monitor(model, monitor)
             views = 2 * world * config.batch_size * steps
-            _record(history, bar, epoch, loss, top1, lr, knn, seconds, views)
+            _record(history, bar, epoch, loss, top1, lr, monitored, seconds, views)
             if checkpoint_path is not None and rank == 0:
                 save_checkpoint(
                     checkpoint_path, model, config, history, optimizer, generator, data_id, scaler

@@ -53,18 +53,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def nice_gives_way() -> bool:
+    """Whether a process at lower priority (``nice``) gives its core to ours.
+
+    Not under Linux's autogroup scheduling (/proc/sys/kernel/sched_autogroup_enabled = 1, the
+    default of many distributions): the CPU is shared between sessions (terminals, notebook
+    servers, agents) first, and nice acts only within one, so a niced program started from
+    another terminal still takes its half of the cores.
+    """
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "0"
+    except OSError:
+        return True  # no autogroup (or not Linux): nice works as documented
+
+
 def busy_cpu_seconds() -> float | None:
     """CPU seconds every process on this machine has run since boot (/proc/stat), or None.
 
-    Time of processes at lower priority (``nice``) is left out: they give way to ours, so they
-    do not take a core from it.
+    Time of processes at lower priority (``nice``) is left out where they give way to ours
+    (``nice_gives_way``), so they do not take a core from it; under autogroup it counts.
     """
     try:
         ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     except (OSError, ValueError):
         return None  # not Linux
-    user, _nice, system, _idle, _iowait, irq, softirq, steal = ticks
-    return (user + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    busy = user + system + irq + softirq + steal + (0 if nice_gives_way() else nice)
+    return busy / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

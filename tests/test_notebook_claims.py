@@ -28,6 +28,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     "06": {
         "9": "a digit's class, not a count: 'hard negatives (a 4 against a 9)'",
     },
+    "08": {
+        "9": "a digit's class, not a count: 'is this a 6 or an upside-down 9?'",
+    },
     "07": {
         "0.3": "the paper's linear rule, LearningRate = 0.3 x BatchSize / 256 (appendix B.1)",
         "0.075": "the paper's square-root rule, LearningRate = 0.075 x sqrt(BatchSize) (B.1)",

@@ -1,0 +1,345 @@
+"""What SimCLR needs and what came after (notebook 08): heads, collapse, MoCo, SimSiam."""
+
+import copy
+import csv
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from simclr_teach import distributed
+from simclr_teach import methods as methods_module
+from simclr_teach.data import REPO_ROOT, embedded_mnist
+from simclr_teach.evaluate import embed
+from simclr_teach.lab import LAB_BASE
+from simclr_teach.loss import nt_xent
+from simclr_teach.methods import (
+    KeyQueue,
+    MoCo,
+    SimSiam,
+    effective_rank,
+    momentum_update,
+    negative_cosine,
+    positives_only_loss,
+    singular_spectrum,
+)
+from simclr_teach.model import build_head, build_simclr
+from simclr_teach.train import (
+    History,
+    TrainConfig,
+    build_model,
+    load_model,
+    train_simclr,
+    validation_split,
+)
+from simclr_teach.utils import seed_everything
+
+TINY = TrainConfig(
+    data="embedded",
+    width=4,
+    proj_hidden=16,
+    proj_dim=8,
+    epochs=2,
+    batch_size=32,
+    warmup_epochs=1,
+    device="cpu",
+)
+
+
+@pytest.fixture(scope="module")
+def images():
+    return embedded_mnist().train_images[:128]
+
+
+def train(images, config, **kwargs):
+    seed_everything(config.seed)
+    model = build_model(config)
+    return model, train_simclr(model, images, config, progress=False, **kwargs)
+
+
+# --- the projection head ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("kind", "z_size"), [("mlp", 8), ("linear", 8), ("none", 16)])
+def test_heads_give_z_of_their_size(kind, z_size):
+    model = build_simclr("conv", width=4, proj_hidden=16, proj_dim=8, head=kind).eval()
+    h, z = model(torch.rand(3, 1, 28, 28))
+    assert h.shape == (3, 16) and z.shape == (3, z_size)
+    if kind == "none":
+        assert torch.equal(h, z)  # the loss acts on h itself
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="head must be one of"):
+        build_head("deep", 16)
+    with pytest.raises(ValueError, match="head"):
+        TrainConfig(head="deep")
+
+
+# --- collapse: positives only, and how to measure it ------------------------------------------
+
+
+def test_positives_only_is_nt_xent_without_its_denominator():
+    g = torch.Generator().manual_seed(0)
+    z1, z2, tau = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g), 0.3
+    z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, D)
+    logits = (z @ z.T / tau).fill_diagonal_(float("-inf"))  # every other view of the batch
+    denominator = torch.logsumexp(logits, dim=1).mean()
+    assert positives_only_loss(z1, z2, tau) + denominator == pytest.approx(
+        nt_xent(z1, z2, tau).item(), abs=1e-5
+    )
+
+
+def test_positives_only_is_minimal_when_everything_is_one_point():
+    one_point = torch.ones(8, 4)
+    assert positives_only_loss(one_point, one_point, 0.5).item() == pytest.approx(-2.0)
+    g = torch.Generator().manual_seed(1)
+    spread = torch.randn(8, 4, generator=g)
+    assert positives_only_loss(spread, spread, 0.5).item() == pytest.approx(-2.0)  # also minimal
+    with pytest.raises(ValueError, match="one shape"):
+        positives_only_loss(torch.ones(8, 4), torch.ones(7, 4))
+
+
+def test_effective_rank_counts_the_directions_used():
+    assert effective_rank(torch.eye(6)) == pytest.approx(6.0, rel=1e-5)  # 6 even directions
+    collapsed = torch.ones(50, 6) + 1e-7 * torch.randn(50, 6, generator=torch.Generator())
+    assert effective_rank(collapsed) == pytest.approx(1.0, abs=1e-3)  # one point: rank 1
+    two = torch.cat([torch.eye(2)] * 10)  # (20, 2): two directions, equally used
+    assert effective_rank(F.pad(two, (0, 4))) == pytest.approx(2.0, rel=1e-5)
+    assert effective_rank(torch.ones(5, 3), center=True) == 1.0  # centred one point
+
+
+def test_singular_spectrum_is_descending_and_sums_to_one():
+    g = torch.Generator().manual_seed(2)
+    s = singular_spectrum(torch.randn(40, 10, generator=g) * torch.arange(1.0, 11.0))
+    assert s.shape == (10,) and torch.all(s[:-1] >= s[1:])
+    assert s.sum().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="M >= 2"):
+        singular_spectrum(torch.ones(1, 3))
+
+
+def test_a_positives_only_run_collapses_and_negatives_prevent_it():
+    data = embedded_mnist()
+    val = validation_split(data.train_labels, per_class=20)
+    monitor = (
+        data.train_images[~val][:400],
+        data.train_labels[~val][:400],
+        data.train_images[val],
+        data.train_labels[val],
+    )
+    base = replace(TINY, epochs=4, batch_size=64, lr=1e-2)
+    images = data.train_images[~val][:640]
+    _, positives = train(images, replace(base, method="positives"), monitor=monitor)
+    _, simclr = train(images, base, monitor=monitor)
+    assert positives.rank_z == sorted(positives.rank_z, reverse=True)  # falls every epoch ...
+    assert positives.rank_z[-1] < 2.0  # ... towards 1 ...
+    assert positives.uniformity[-1] > -0.05  # ... as every digit lands near one point
+    assert simclr.rank_z == sorted(simclr.rank_z)  # the negatives spread z, epoch by epoch
+    assert simclr.rank_z[-1] > 3 * positives.rank_z[-1]
+    assert simclr.uniformity[-1] < positives.uniformity[-1] - 1.0
+
+
+# --- MoCo: the queue and the momentum encoder --------------------------------------------------
+
+
+def test_key_queue_is_fifo_of_detached_unit_keys():
+    queue = KeyQueue(5, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(queue.keys.norm(dim=1), torch.ones(5))
+    made = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]], requires_grad=True)
+    queue.enqueue(made * 1)  # a key with a grad_fn, as a network makes it
+    assert not queue.keys.requires_grad and queue.keys.grad_fn is None
+    assert torch.allclose(queue.keys[:3], F.normalize(made.detach(), dim=1))
+    queue.enqueue(torch.tensor([[0.0, -1.0], [-1.0, 0.0], [0.0, 3.0]]))  # wraps: slots 3, 4, 0
+    assert queue.pointer.item() == 1
+    assert torch.equal(queue.keys[[3, 4, 0]], torch.tensor([[0.0, -1.0], [-1.0, 0.0], [0.0, 1.0]]))
+    assert torch.allclose(queue.keys[1:3], F.normalize(made.detach()[1:], dim=1))  # not yet old
+    with pytest.raises(ValueError, match="queue at least 2N"):
+        queue.enqueue(torch.ones(6, 2))
+
+
+def test_momentum_update_is_exact():
+    g = torch.Generator().manual_seed(3)
+    online, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    for p in [*online.parameters(), *target.parameters()]:
+        p.data = torch.randn(p.shape, generator=g)
+    before = copy.deepcopy(target)
+    momentum_update(target, online, 0.9)
+    for t, b, o in zip(target.parameters(), before.parameters(), online.parameters(), strict=True):
+        assert torch.allclose(t, 0.9 * b + 0.1 * o)
+    momentum_update(target, online, 0.0)  # m = 0: a copy
+    pairs = zip(target.parameters(), online.parameters(), strict=True)
+    assert all(torch.equal(t, o) for t, o in pairs)
+    with pytest.raises(ValueError, match="momentum"):
+        momentum_update(target, online, 1.5)
+
+
+def test_momentum_update_matches_lightly():
+    utils = pytest.importorskip("lightly.models.utils", reason="lightly: make bench installs it")
+    g = torch.Generator().manual_seed(4)
+    online, ours = nn.Linear(4, 3), nn.Linear(4, 3)
+    for p in [*online.parameters(), *ours.parameters()]:
+        p.data = torch.randn(p.shape, generator=g)
+    theirs = copy.deepcopy(ours)
+    momentum_update(ours, online, 0.99)
+    utils.update_momentum(online, theirs, m=0.99)
+    pairs = zip(ours.parameters(), theirs.parameters(), strict=True)
+    assert all(torch.allclose(a, b) for a, b in pairs)
+
+
+def moco(queue_size=64, momentum=0.9):
+    seed_everything(0)
+    return MoCo(build_simclr("conv", 4, 16, 8), queue_size, momentum)
+
+
+def test_moco_loss_is_infonce_against_the_queue_and_trains_the_online_network_only():
+    model = moco().train()
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    queue = model.queue.keys.clone()
+    key_network = copy.deepcopy(model.key_network)  # the same batch statistics, in train mode
+    loss, z1, z2 = model.loss(x1, x2, 0.2)
+    q = F.normalize(torch.cat([z1, z2]).detach(), dim=1)
+    k = F.normalize(key_network(torch.cat([x2, x1]))[1], dim=1)
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / 0.2  # (8, 1 + 64)
+    expected = F.cross_entropy(logits, torch.zeros(8, dtype=torch.long))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is None for p in model.key_network.parameters())  # keys: no gradient
+    assert all(p.grad is not None for p in model.online.parameters())
+    model.after_step()  # the step's 2N keys join the queue, the key network moves
+    assert torch.allclose(model.queue.keys[:8], k)
+    assert torch.equal(model.queue.keys[8:], queue[8:])
+
+
+def test_moco_after_step_moves_the_key_network_by_momentum():
+    model = moco(momentum=0.75)
+    with torch.no_grad():
+        for p in model.online.parameters():
+            p.add_(1.0)
+    before = copy.deepcopy(model.key_network)
+    model.after_step()
+    pairs = zip(
+        model.key_network.parameters(), before.parameters(), model.online.parameters(), strict=True
+    )
+    assert all(torch.allclose(k, 0.75 * b + 0.25 * o) for k, b, o in pairs)
+
+
+def test_moco_run_trains_resumes_and_reloads_with_its_queue(images, tmp_path):
+    config = replace(TINY, method="moco", queue_size=128, epochs=2)
+    straight, history = train(images, config)
+    assert len(history.loss) == 2 and all(torch.isfinite(torch.tensor(history.loss)))
+    path = tmp_path / "checkpoint.pt"
+
+    def stop_after_one(h):
+        if len(h.epoch) == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(images, config, checkpoint_path=path, on_epoch_end=stop_after_one)
+    _, resumed = train(images, config, checkpoint_path=path)  # queue and key network restored
+    assert resumed.loss == history.loss
+    reloaded = load_model(path)
+    assert isinstance(reloaded, MoCo)
+    assert torch.equal(reloaded.queue.keys, straight.queue.keys)
+    assert torch.equal(embed(reloaded, images[:5]), embed(straight, images[:5]))
+
+
+def test_moco_needs_a_queue_of_at_least_two_batches():
+    with pytest.raises(ValueError, match="queue_size"):
+        TrainConfig(method="moco", batch_size=64, queue_size=100)
+    TrainConfig(method="simclr", batch_size=64, queue_size=100)  # no queue: not checked
+
+
+# --- SimSiam: predictor and stop-gradient ------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_stop_gradient_blocks_the_gradient_into_the_target(stop_gradient):
+    p = torch.randn(4, 3, requires_grad=True)
+    z = torch.randn(4, 3, requires_grad=True)
+    negative_cosine(p, z, stop_gradient).backward()
+    assert p.grad is not None
+    assert (z.grad is None) == stop_gradient
+
+
+def test_negative_cosine_matches_lightly():
+    loss = pytest.importorskip("lightly.loss", reason="lightly: make bench installs it")
+    g = torch.Generator().manual_seed(5)
+    p, z = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)
+    theirs = loss.NegativeCosineSimilarity()(p, z)
+    assert negative_cosine(p, z).item() == pytest.approx(theirs.item(), rel=1e-6)
+
+
+def test_simsiam_loss_reaches_the_encoder_only_through_the_predictor_side():
+    seed_everything(0)
+    model = SimSiam(build_simclr("conv", 4, 16, 8)).train()
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    loss, z1, z2 = model.loss(x1, x2, 0.5)
+    assert -1.0 <= loss.item() <= 1.0 and z1.shape == z2.shape == (4, 8)
+    h, z = model(torch.cat([x1, x2]))
+    p = model.predictor(z)
+    by_hand = (negative_cosine(p[:4], z[4:]) + negative_cosine(p[4:], z[:4])) / 2
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_simsiam_and_its_ablation_train(images):
+    for stop_gradient in (True, False):
+        config = replace(TINY, method="simsiam", stop_gradient=stop_gradient)
+        model, history = train(images, config)
+        assert isinstance(model, SimSiam) and model.stop_gradient == stop_gradient
+        assert all(-1.0 <= loss <= 1.0 for loss in history.loss)
+
+
+# --- the config and the cache ------------------------------------------------------------------
+
+
+def test_new_fields_at_their_defaults_keep_old_cache_keys():
+    with open(REPO_ROOT / "notebooks/results/lab_sweep.csv") as f:
+        rows = list(csv.DictReader(f))
+    base = next(r for r in rows if r["label"] == "all on" and r["seed"] == "0")
+    assert LAB_BASE.key("embedded-5k") == base["key"]  # the committed sweep is still found
+    keys = {
+        replace(LAB_BASE, **change).key("embedded-5k")
+        for change in ({}, {"head": "none"}, {"method": "moco"}, {"momentum": 0.0})
+    }
+    assert len(keys) == 4
+
+
+def test_an_older_history_reads_with_empty_collapse_numbers():
+    old = {"epoch": [1, 2], "loss": [1.0, 0.5], "top1": [0.1, 0.2], "lr": [1.0, 0.5]}
+    old |= {"knn": [None, None], "seconds": [1.0, 2.0], "images_per_second": [9.0, 9.0]}
+    history = History.from_dict(old)
+    assert history.rank_h == history.rank_z == history.uniformity == [None, None]
+
+
+def test_other_methods_refuse_torchrun(images, monkeypatch):
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(ValueError, match="without torchrun"):
+        train(images, replace(TINY, method="moco", queue_size=128))
+
+
+# --- reading a run --------------------------------------------------------------------------
+
+
+def test_rotated_digits_turn_each_digit_by_its_label():
+    digits = embedded_mnist().train_images[:6]
+    x, turn = methods_module.rotated_digits(digits, angles=(0, 90, -90))
+    assert turn.tolist() == [0, 1, 2, 0, 1, 2] and x.shape == (6, 1, 28, 28)
+    upright = digits.float() / 255
+    assert torch.allclose(x[0, 0], upright[0])
+    assert torch.allclose(x[1, 0], torch.rot90(upright[1], 1), atol=1e-6)  # +90: anticlockwise
+    assert torch.allclose(x[2, 0], torch.rot90(upright[2], -1), atol=1e-6)
+
+
+def test_readout_scores_h_and_z_on_training_digits_only():
+    data = embedded_mnist()
+    keep = torch.arange(600)
+    images, labels = data.train_images[keep], data.train_labels[keep]
+    val = validation_split(labels, per_class=10)
+    seed_everything(0)
+    model = build_simclr("conv", 4, 16, 8, head="none").eval()
+    scores = methods_module.readout(model, images, labels, val)
+    assert list(scores) == ["kNN h", "kNN z", "probe h", "probe z"]
+    assert scores["kNN h"] == scores["kNN z"] and scores["probe h"] == scores["probe z"]  # z = h
+    assert all(0.1 < v <= 1 for v in scores.values())
