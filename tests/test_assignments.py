@@ -118,6 +118,17 @@ _LEAKY_05 = f"max({_TEST_05.format('t')} for t in TEMPERATURES)"
 _HONEST_05 = _TEST_05.format(_BY_VAL_05)
 
 
+def _gap_06(seeds: tuple[int, ...]) -> str:
+    """06, exercise 1: mean LOO kNN of "no translate" minus "all on" over these seeds."""
+    score = "lab_run(lab_config({{'translate_ablate': {}, 'seed': s}}), CACHE)['loo_knn']"
+    return (
+        f"(sum({score.format(True)} for s in {seeds}) - "
+        f"sum({score.format(False)} for s in {seeds})) / {len(seeds)}"
+    )
+
+
+_GAP_06, _SE_06 = _gap_06((0, 1, 2)), "noise * math.sqrt(2 / 3)"
+
 # notebook -> [(check grade_id, variable, wrong answer as Python source)]
 WRONG_ANSWERS = {
     "00_setup": [
@@ -260,6 +271,75 @@ WRONG_ANSWERS = {
             "ex05-3-check",
             "agreement",
             "lambda f, l, k: neighbour_confusion(f, l, k=k).diag().mean()",
+        ),  # a tensor, not a float
+    ],
+    "06_temperature_augmentation_lab": [
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_gap_06((1, 2))}, {_SE_06}, {_gap_06((1, 2))} > 2 * {_SE_06}",
+        ),  # seeds 1 and 2 only
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"-{_GAP_06}, {_SE_06}, -{_GAP_06} > 2 * {_SE_06}",
+        ),  # all on minus no translate
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"100 * {_GAP_06}, 100 * {_SE_06}, {_GAP_06} > 2 * {_SE_06}",
+        ),  # in points
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise, {_GAP_06} > 2 * noise",
+        ),  # the noise of one run
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise / math.sqrt(3), {_GAP_06} > 2 * noise / math.sqrt(3)",
+        ),  # the standard error of one mean, not of a difference
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise * math.sqrt(2), {_GAP_06} > 2 * noise * math.sqrt(2)",
+        ),  # one run each
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, {_SE_06}, not {_GAP_06} > 2 * {_SE_06}",
+        ),
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (read_bits(a) == read_bits(b)).float().mean().item()",
+        ),  # the share of bits, not of digits
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (a == b).flatten(1).all(dim=1).float().mean().item()",
+        ),  # the whole views compared
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: ((a[:, 0, 0, ::CELL] > 0.5) == (b[:, 0, 0, ::CELL] > 0.5))"
+            ".all(dim=1).float().mean().item()",
+        ),  # one pixel per square read
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (a[:, :, :CELL] == b[:, :, :CELL]).flatten(1).all(dim=1)"
+            ".float().mean().item()",
+        ),  # the code's pixels compared exactly
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: float((read_bits(a) == read_bits(b)).all(dim=1).sum())",
+        ),  # a count, not a share
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (read_bits(a) == read_bits(b)).all(dim=1).float().mean()",
         ),  # a tensor, not a float
     ],
     "07_scaling_out": [
