@@ -40,6 +40,28 @@ def stamp_bits(x: Tensor, bits: Tensor) -> Tensor:
     return x
 
 
+def read_bits(x: Tensor, n_bits: int = MAX_BITS) -> Tensor:
+    """The code ``stamp_bits`` wrote, as it reads in (possibly transformed) images.
+
+    Bit j reads 1 when the mean of its CELL x CELL square (rows [0, CELL), columns
+    [j * CELL, (j + 1) * CELL)) is above 0.5, so a square half erased to black reads 0.
+    Taught in 06: does a transform applied after stamping change the code?
+
+    Args:
+        x: float (B, 1, S, S) images in [0, 1].
+        n_bits: how many bits to read, 1 to S // CELL.
+
+    Returns:
+        int64 (B, n_bits) of 0/1, what ``stamp_bits(x, bits)`` takes as ``bits``.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"x must be (B, 1, S, S), got {tuple(x.shape)}")
+    if not 1 <= n_bits <= x.shape[-1] // CELL:
+        raise ValueError(f"n_bits must be in [1, {x.shape[-1] // CELL}], got {n_bits}")
+    squares = x[:, 0, :CELL, : n_bits * CELL].reshape(len(x), CELL, n_bits, CELL)
+    return (squares.mean(dim=(1, 3)) > 0.5).long()
+
+
 def shared_bits(
     x1: Tensor, x2: Tensor, n_bits: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:

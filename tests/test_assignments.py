@@ -109,6 +109,26 @@ def test_autograder_full_marks_for_the_instructor_none_for_a_blank_student(cours
 
 # ---- the checks reject plausible wrong answers --------------------------------------------------
 
+# 05, exercise 1: the kNN of SimCLR z at k = 20, scored on the validation or on the test digits
+_VAL_05 = "knn_accuracy(z_train[~val], y[~val], z_train[val], y[val], k=20, temperature={})"
+_TEST_05 = "knn_accuracy(z_train, y, z_test, data.test_labels, k=20, temperature={})"
+_BY_VAL_05 = f"max(TEMPERATURES, key=lambda t: {_VAL_05.format('t')})"
+_BY_TEST_05 = f"max(TEMPERATURES, key=lambda t: {_TEST_05.format('t')})"
+_LEAKY_05 = f"max({_TEST_05.format('t')} for t in TEMPERATURES)"
+_HONEST_05 = _TEST_05.format(_BY_VAL_05)
+
+
+def _gap_06(seeds: tuple[int, ...]) -> str:
+    """06, exercise 1: mean LOO kNN of "no translate" minus "all on" over these seeds."""
+    score = "lab_run(lab_config({{'translate_ablate': {}, 'seed': s}}), CACHE)['loo_knn']"
+    return (
+        f"(sum({score.format(True)} for s in {seeds}) - "
+        f"sum({score.format(False)} for s in {seeds})) / {len(seeds)}"
+    )
+
+
+_GAP_06, _SE_06 = _gap_06((0, 1, 2)), "noise * math.sqrt(2 / 3)"
+
 # notebook -> [(check grade_id, variable, wrong answer as Python source)]
 WRONG_ANSWERS = {
     "00_setup": [
@@ -189,6 +209,138 @@ WRONG_ANSWERS = {
         ("ex04-2-check", "lr_quarter", "CONFIG.lr * 0.75"),  # a linear decay
         ("ex04-2-check", "lr_quarter", "CONFIG.lr * math.cos(math.pi / 8)"),  # no 1/2 (1 + cos)
         ("ex04-2-check", "lr_quarter", "CONFIG.lr"),  # the peak
+    ],
+    "05_evaluation_tsne_knn": [
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_TEST_05}, {_LEAKY_05}, {_LEAKY_05}",
+        ),  # the test split chose the temperature
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, max({_VAL_05.format('t')} for t in TEMPERATURES), {_LEAKY_05}",
+        ),  # the validation accuracy reported as the test score
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, {_HONEST_05.replace('z_train, y,', 'z_train[~val], y[~val],', 1)}, "
+            f"{_LEAKY_05}",
+        ),  # not refitted: the bank without the validation digits
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, {_HONEST_05}, {_LEAKY_05}".replace("z_t", "h_t"),
+        ),  # h instead of z
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, {_HONEST_05}, {_LEAKY_05}".replace("k=20", "k=5"),
+        ),  # the wrong k
+        ("ex05-1-check", "honest_t, honest, leaky", f"{_BY_VAL_05}, {_HONEST_05}, {_HONEST_05}"),
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: neighbour_confusion(f, l, k=10).diag().mean().item()",
+        ),  # k ignored
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: neighbour_confusion(f, l, k=k).mean().item()",
+        ),  # the mean of the whole table, not of its diagonal
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: torch.stack([(l[nearest_neighbours(f, f, k)[1]] == l[:, None])"
+            ".float().mean(1)[l == c].mean() for c in range(10)]).mean().item()",
+        ),  # each point counted as its own neighbour
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: (l[nearest_neighbours(f, f, k + 1)[1][:, 1:]] == l[:, None])"
+            ".float().mean().item()",
+        ),  # the mean over points, not over classes
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: torch.stack([(l[(torch.cdist(f, f) + torch.diag(torch.full("
+            "(len(f),), float('inf')))).topk(k, largest=False).indices] == l[:, None])"
+            ".float().mean(1)[l == c].mean() for c in range(10)]).mean().item()",
+        ),  # Euclidean neighbours instead of cosine ones
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: neighbour_confusion(f, l, k=k).diag().mean()",
+        ),  # a tensor, not a float
+    ],
+    "06_temperature_augmentation_lab": [
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_gap_06((1, 2))}, {_SE_06}, {_gap_06((1, 2))} > 2 * {_SE_06}",
+        ),  # seeds 1 and 2 only
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"-{_GAP_06}, {_SE_06}, -{_GAP_06} > 2 * {_SE_06}",
+        ),  # all on minus no translate
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"100 * {_GAP_06}, 100 * {_SE_06}, {_GAP_06} > 2 * {_SE_06}",
+        ),  # in points
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise, {_GAP_06} > 2 * noise",
+        ),  # the noise of one run
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise / math.sqrt(3), {_GAP_06} > 2 * noise / math.sqrt(3)",
+        ),  # the standard error of one mean, not of a difference
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise * math.sqrt(2), {_GAP_06} > 2 * noise * math.sqrt(2)",
+        ),  # one run each
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, {_SE_06}, not {_GAP_06} > 2 * {_SE_06}",
+        ),
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (read_bits(a) == read_bits(b)).float().mean().item()",
+        ),  # the share of bits, not of digits
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (a == b).flatten(1).all(dim=1).float().mean().item()",
+        ),  # the whole views compared
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: ((a[:, 0, 0, ::CELL] > 0.5) == (b[:, 0, 0, ::CELL] > 0.5))"
+            ".all(dim=1).float().mean().item()",
+        ),  # one pixel per square read
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (a[:, :, :CELL] == b[:, :, :CELL]).flatten(1).all(dim=1)"
+            ".float().mean().item()",
+        ),  # the code's pixels compared exactly
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: float((read_bits(a) == read_bits(b)).all(dim=1).sum())",
+        ),  # a count, not a share
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (read_bits(a) == read_bits(b)).all(dim=1).float().mean()",
+        ),  # a tensor, not a float
     ],
     "07_scaling_out": [
         (

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from simclr_teach.data import embedded_mnist
-from simclr_teach.shortcut import CELL, MAX_BITS, shared_bits, stamp_bits
+from simclr_teach.shortcut import CELL, MAX_BITS, read_bits, shared_bits, stamp_bits
 from simclr_teach.train import TrainConfig, build_model, train_simclr
 from simclr_teach.utils import seed_everything
 
@@ -19,6 +19,22 @@ def test_stamp_writes_squares_and_nothing_else():
     changed = (out != x).any(dim=0)[0]
     assert not changed[CELL:].any() and not changed[:, 3 * CELL :].any()  # only the code area
     assert torch.equal(x, torch.full((2, 1, 28, 28), 0.5))  # input left intact
+
+
+def test_read_bits_reads_back_what_was_stamped_and_a_half_erased_square_as_0():
+    codes = torch.randint(0, 2, (5, MAX_BITS), generator=torch.Generator().manual_seed(0))
+    x = stamp_bits(torch.rand(5, 1, 28, 28), codes)
+    assert torch.equal(read_bits(x), codes) and read_bits(x).dtype == torch.int64
+    assert torch.equal(read_bits(x, 3), codes[:, :3])
+    noisy = x + 0.3 * (torch.rand(x.shape, generator=torch.Generator().manual_seed(1)) - 0.5)
+    assert torch.equal(read_bits(noisy.clamp(0, 1)), codes)  # read by the square's mean
+    half = stamp_bits(torch.zeros(1, 1, 28, 28), torch.ones(1, MAX_BITS, dtype=torch.long))
+    half[0, 0, 1, :CELL] = 0  # one row of the first square erased: its mean is 0.5
+    assert read_bits(half)[0].tolist() == [0] + [1] * (MAX_BITS - 1)
+    with pytest.raises(ValueError, match="n_bits must be in"):
+        read_bits(x, MAX_BITS + 1)
+    with pytest.raises(ValueError, match="must be"):
+        read_bits(torch.zeros(28, 28))
 
 
 def test_shared_bits_are_equal_across_views_and_differ_across_digits():
