@@ -130,6 +130,8 @@ def _gap_06(seeds: tuple[int, ...]) -> str:
 _GAP_06, _SE_06 = _gap_06((0, 1, 2)), "noise * math.sqrt(2 / 3)"
 
 # notebook -> [(check grade_id, variable, wrong answer as Python source)]
+# 08, exercise 2: the right number of epochs the queue holds
+EPOCHS = "QUEUE / (2 * BASE.batch_size * (len(images) // BASE.batch_size))"
 WRONG_ANSWERS = {
     "00_setup": [
         ("ex00-1-check", "my_answer", "math.log(2 * 16)"),  # 2N: counted the anchor itself
@@ -371,6 +373,46 @@ WRONG_ANSWERS = {
         ("ex07-3-check", "batch_size, lr_scaling", "1024, 'none'"),  # the global batch x 8
         ("ex07-3-check", "batch_size, lr_scaling", "128, 'sqrt'"),  # the rate grows x sqrt(8)
         ("ex07-3-check", "batch_size, lr_scaling", "128, 'linear'"),
+    ],
+    "08_what_simclr_needs": [
+        ("ex08-1-check", "rank_by_hand", "float(torch.linalg.matrix_rank(features))"),  # rank
+        ("ex08-1-check", "rank_by_hand", "effective_rank(features, center=True)"),  # centred
+        (
+            "ex08-1-check",
+            "rank_by_hand",
+            "(lambda p: -(p * p.log()).sum().item())("
+            "torch.linalg.svdvals(F.normalize(features, dim=1))"
+            " / torch.linalg.svdvals(F.normalize(features, dim=1)).sum())",
+        ),  # the entropy, without exp
+        (
+            "ex08-1-check",
+            "rank_by_hand",
+            "(lambda s: torch.exp(-(s / s.sum() * (s / s.sum()).log()).sum()).item())("
+            "torch.linalg.svdvals(features))",
+        ),  # rows not put on the unit sphere
+        (
+            "ex08-1-check",
+            "rank_by_hand",
+            "(lambda v: torch.exp(-(v / v.sum() * (v / v.sum()).log()).sum()).item())("
+            "torch.linalg.svdvals(F.normalize(features, dim=1)) ** 2)",
+        ),  # squared singular values (variances)
+        # two answers: the wrong one beside the right one
+        ("ex08-2-check", "oldest_key_steps, queue_epochs", f"QUEUE // BASE.batch_size, {EPOCHS}"),
+        (
+            "ex08-2-check",
+            "oldest_key_steps, queue_epochs",
+            f"QUEUE / (2 * BASE.batch_size), {EPOCHS}",
+        ),
+        (
+            "ex08-2-check",
+            "oldest_key_steps, queue_epochs",
+            "QUEUE // (2 * BASE.batch_size), QUEUE / len(images)",
+        ),
+        (
+            "ex08-2-check",
+            "oldest_key_steps, queue_epochs",
+            "QUEUE // (2 * BASE.batch_size), QUEUE / (2 * len(images))",
+        ),  # the dropped short batch counted
     ],
 }
 
