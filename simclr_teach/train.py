@@ -310,7 +310,10 @@ def _step_loss(
     amp_dtype: torch.dtype | None,
     where: tuple[int, int],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """NT-Xent of one step: both views in one pass, under autocast when ``amp_dtype`` is set.
+    """The loss of one step: both views in one pass, under autocast when ``amp_dtype`` is set.
+
+    NT-Xent for ``config.method`` "simclr"; its positive term alone for "positives"; the
+    model's own ``loss`` for "moco" and "simsiam" (08_what_simclr_needs, ``methods``).
 
     Args:
         net: the model (or its DDP wrapper), ``net(x) -> (h, z)``.
@@ -485,7 +488,8 @@ def train_simclr(
 ) -> History:
     """Train ``model`` with SimCLR on unlabelled digits. Taught in 04_training_on_mnist.
 
-    Each step: N digits, two BatchAugment views, (h, z) for both, ``nt_xent``, backward, step,
+    Each step: N digits, two BatchAugment views, (h, z) for both, ``nt_xent`` (or the loss of
+    ``config.method``, 08), backward, step, MoCo's ``after_step``,
     learning rate from the warm-up + cosine schedule. One CPU generator seeded by
     ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU. The
     steps: ``_resume`` a checkpoint, then per epoch ``train_one_epoch`` (04's loop), the kNN

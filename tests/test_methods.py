@@ -159,11 +159,17 @@ def test_key_queue_is_fifo_of_detached_unit_keys():
         queue.enqueue(torch.ones(6, 2))
 
 
-def test_momentum_update_is_exact():
-    g = torch.Generator().manual_seed(3)
+def random_linear_pair(seed):
+    """Two nn.Linear(3, 2) with different random weights: an online and a target network."""
+    g = torch.Generator().manual_seed(seed)
     online, target = nn.Linear(3, 2), nn.Linear(3, 2)
     for p in [*online.parameters(), *target.parameters()]:
         p.data = torch.randn(p.shape, generator=g)
+    return online, target
+
+
+def test_momentum_update_is_exact():
+    online, target = random_linear_pair(3)
     before = copy.deepcopy(target)
     momentum_update(target, online, 0.9)
     for t, b, o in zip(target.parameters(), before.parameters(), online.parameters(), strict=True):
@@ -177,10 +183,7 @@ def test_momentum_update_is_exact():
 
 def test_momentum_update_matches_lightly():
     utils = pytest.importorskip("lightly.models.utils", reason="lightly: make bench installs it")
-    g = torch.Generator().manual_seed(4)
-    online, ours = nn.Linear(4, 3), nn.Linear(4, 3)
-    for p in [*online.parameters(), *ours.parameters()]:
-        p.data = torch.randn(p.shape, generator=g)
+    online, ours = random_linear_pair(4)
     theirs = copy.deepcopy(ours)
     momentum_update(ours, online, 0.99)
     utils.update_momentum(online, theirs, m=0.99)
