@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from simclr_teach.augment import BatchAugment
 from simclr_teach.model import ConvEncoder, preprocess
-from simclr_teach.utils import autocast_dtype
+from simclr_teach.utils import autocast_dtype, default_amp
 
 
 @dataclass
@@ -154,7 +154,7 @@ def train_classifier(
     augment = BatchAugment(strength)
     x_all, y_all = preprocess(images).to(device), labels.to(device)  # (N, 1, 28, 28) in [0, 1]
     n = min(batch_size, len(images))
-    amp = autocast_dtype(device)
+    amp = autocast_dtype(device, default_amp())  # float32 under $SIMCLR_TEACH_PRECISION=float32
     last = steps if stop_at is None else stop_at
     best_step, best_accuracy, curve, state = 0, -1.0, [], None
     classifier.train()

@@ -247,6 +247,83 @@ def paired_test(
     }
 
 
+# ---- claims against their noise ----------------------------------------------------------------
+# A sentence such as "h beats z" or "MoCo is within the noise of SimCLR" is a claim about the
+# recipe, not about one run: another seed, another CPU (its kernels, bf16 or float32) or another
+# thread count gives another run. So a notebook checks the claim against the noise it has
+# measured (a seed spread, a paired interval), and the check fails when the claim breaks, not
+# when another machine moves a number by one digit.
+
+Z_CLAIM = 2.0  # a gap counts as real beyond 2 noise units (about 95%, two-sided, for a normal)
+
+
+def _claim_text(a: float, b: float, noise: float, names: tuple[str, str], z: float) -> str:
+    if not (math.isfinite(a) and math.isfinite(b) and math.isfinite(noise)) or noise < 0:
+        raise ValueError(f"a claim needs finite numbers and noise >= 0, got {a}, {b}, {noise}")
+    return (
+        f"{names[0]} {a:.4g} vs {names[1]} {b:.4g}: gap {a - b:+.3g}, "
+        f"noise {noise:.3g} (x {z:g} = {z * noise:.3g})"
+    )
+
+
+def assert_better(
+    a: float, b: float, noise: float, names: tuple[str, str] = ("A", "B"), z: float = Z_CLAIM
+) -> str:
+    """Check the claim "A is higher than B": the gap a - b exceeds ``z`` noise units. Taught in 05.
+
+    Args:
+        a, b: the two numbers (accuracies, ranks, ...), in one unit.
+        noise: the standard deviation of the gap a - b in that unit: for two single runs,
+            sqrt(2) x the seed spread of one run; for two means of k seeds, sqrt(2 / k) x it;
+            for two readers on the same test digits, half the width of ``paired_test``'s 95%
+            interval / 1.96.
+        names: what A and B are, for the message. z: noise units the gap must clear.
+
+    Returns:
+        One line with both numbers, the gap and the noise (print it: the claim's evidence).
+
+    Raises:
+        AssertionError naming both numbers and the noise when the claim does not hold.
+    """
+    text = _claim_text(a, b, noise, names, z)
+    assert a - b > z * noise, f"claim '{names[0]} beats {names[1]}' fails: {text}"
+    return f"{text}: {names[0]} is ahead beyond the noise"
+
+
+def assert_not_worse(
+    a: float, b: float, noise: float, names: tuple[str, str] = ("A", "B"), z: float = Z_CLAIM
+) -> str:
+    """Check the claim "A is at least as good as B": a does not fall ``z`` noise units below b.
+
+    The one-sided claim for "A matches B" or "A is no worse": it allows A ahead by any amount.
+    Args as in ``assert_better``.
+    """
+    text = _claim_text(a, b, noise, names, z)
+    assert a - b >= -z * noise, f"claim '{names[0]} is no worse than {names[1]}' fails: {text}"
+    return f"{text}: {names[0]} is not behind beyond the noise"
+
+
+def assert_tied(
+    a: float, b: float, noise: float, names: tuple[str, str] = ("A", "B"), z: float = Z_CLAIM
+) -> str:
+    """Check the claim "A and B are within the noise": |a - b| is at most ``z`` noise units.
+
+    Args as in ``assert_better``. Such a claim says the data cannot tell A from B at this
+    noise; it never says they are equal.
+    """
+    text = _claim_text(a, b, noise, names, z)
+    assert abs(a - b) <= z * noise, f"claim '{names[0]} ties {names[1]}' fails: {text}"
+    return f"{text}: within the noise"
+
+
+def paired_noise(test: dict[str, float]) -> float:
+    """The standard deviation of a gap, from ``paired_test``'s 95% bootstrap interval.
+
+    A 95% interval of a normal gap is 2 x 1.96 standard deviations wide.
+    """
+    return (test["high"] - test["low"]) / (2 * 1.96)
+
+
 def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
     """Indices of ``per_class`` digits of every class, drawn at random: a few-label training set.
 

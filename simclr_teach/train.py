@@ -30,7 +30,15 @@ from simclr_teach.loss import contrastive_accuracy
 from simclr_teach.methods import METHODS, build_method, positives_only_loss
 from simclr_teach.model import HEADS, build_simclr, preprocess
 from simclr_teach.shortcut import MAX_BITS, shared_bits
-from simclr_teach.utils import MAX_SEED, autocast_dtype, locked, pick_device, seed_everything
+from simclr_teach.utils import (
+    MAX_SEED,
+    autocast_dtype,
+    default_amp,
+    default_seed,
+    locked,
+    pick_device,
+    seed_everything,
+)
 
 # The values a TrainConfig field can take, where they are a short list (also the CLI's choices).
 CHOICES = {
@@ -70,9 +78,12 @@ class TrainConfig:
     strength: float = 1.0  # scales every augmentation (0 = identity views)
     augment: AugmentParams = field(default_factory=AugmentParams)  # the knobs at strength 1
     shortcut_bits: int = 0  # random bits shared by both views, a shortcut (06 lab); 0 = off
-    seed: int = 0  # model init, shuffling and augmentations
+    # model init, shuffling and augmentations; default 0, or $SIMCLR_TEACH_SEED (utils)
+    seed: int = field(default_factory=default_seed)
     device: str = "auto"  # cuda, then mps, then cpu
-    amp: bool = True  # mixed precision: bf16/fp16 on CUDA, bf16 on CPUs with native bf16
+    # mixed precision: bf16/fp16 on CUDA, bf16 on CPUs with native bf16; default on, off when
+    # $SIMCLR_TEACH_PRECISION=float32 (utils.default_amp: CI's second machine)
+    amp: bool = field(default_factory=default_amp)
     # Under torchrun with K processes (07_scaling_out) batch_size is per process: global batch K N.
     sync_bn: bool = False  # BatchNorm statistics of the global batch (GPUs only), or per rank
     lr_scaling: str = "sqrt"  # peak lr x sqrt(K) ("sqrt", Adam), x K ("linear") or x 1 ("none")

@@ -26,6 +26,50 @@ STALE_SECONDS = 3600  # a temporary file this old is left over from a killed wri
 THREADS_ENV = "SIMCLR_TEACH_THREADS"  # pins the thread count (e.g. 2), or "auto" (the default)
 _threads_chosen: int | None = None  # set by use_free_cores: the choice is made once a process
 
+# The course's run as another machine would make it (CI's second pass, `make test-variant`):
+# another seed and float32 arithmetic, read here and nowhere else.
+SEED_ENV = "SIMCLR_TEACH_SEED"  # the seed of every notebook and TrainConfig() (default 0)
+PRECISION_ENV = "SIMCLR_TEACH_PRECISION"  # "auto" (bf16 where native) or "float32"
+PRECISIONS = ("auto", "float32")
+
+
+def default_seed() -> int:
+    """The course's seed: $SIMCLR_TEACH_SEED if set, else 0. Every notebook's ``SEED``.
+
+    Also the default of ``TrainConfig.seed``. A claim in a notebook must hold for any seed, not
+    only for the committed run's: CI runs every notebook a second time with another one.
+
+    Raises:
+        ValueError for a value that is not an integer in [0, 2**32 - 1].
+    """
+    value = os.environ.get(SEED_ENV, "").strip()
+    if not value:
+        return 0
+    if not value.isdigit():
+        raise ValueError(
+            f"{SEED_ENV}={value!r} is not a seed; set it to an integer such as 1, or unset it"
+        )
+    return check_seed(int(value), SEED_ENV)
+
+
+def default_amp() -> bool:
+    """Whether runs use mixed precision by default (``TrainConfig.amp``): $SIMCLR_TEACH_PRECISION.
+
+    "auto" (the default): bfloat16 autocast where the CPU or GPU computes it natively
+    (``autocast_dtype``); "float32": plain float32, the arithmetic of a CPU without native
+    bfloat16, so one machine can check that the course holds on another.
+
+    Raises:
+        ValueError for a value other than "auto" or "float32".
+    """
+    value = os.environ.get(PRECISION_ENV, "auto").strip() or "auto"
+    if value not in PRECISIONS:
+        raise ValueError(
+            f"{PRECISION_ENV}={value!r} is not a precision; set it to one of {PRECISIONS}, "
+            "or unset it"
+        )
+    return value == "auto"
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch so a run repeats exactly. Used at the top of every notebook.

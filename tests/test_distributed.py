@@ -25,7 +25,9 @@ from simclr_teach.loss import nt_xent, positive_index
 from simclr_teach.train import TrainConfig
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+# one thread per rank: $SIMCLR_TEACH_THREADS (e.g. 2, set to repeat a run) would win over
+# OMP_NUM_THREADS in the CLI (utils.use_free_cores) and put 4 threads on 2 cores
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "SIMCLR_TEACH_THREADS": "1"}
 TINY_FLAGS = (
     "--data embedded --epochs 1 --width 4 --proj-hidden 16 --proj-dim 8 --batch-size 64 "
     "--no-progress"
@@ -206,6 +208,7 @@ def test_torchrun_cli_trains_and_only_rank_0_writes(tmp_path):
     assert result.stdout.count("trained 1 epochs") == 1  # one report, from rank 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and len(metrics["history"]["loss"]) == 1
+    assert metrics["torch_threads"] == 1  # one thread per rank, whatever the caller pinned
     assert time.perf_counter() - start < 90
 
 

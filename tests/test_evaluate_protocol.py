@@ -11,8 +11,12 @@ import torch
 
 from simclr_teach.evaluate import knn_accuracy, linear_probe, neighbour_confusion
 from simclr_teach.protocol import (
+    assert_better,
+    assert_not_worse,
+    assert_tied,
     evaluation_table,
     labelled_subset,
+    paired_noise,
     paired_test,
     tune_knn,
     tune_probe,
@@ -181,3 +185,32 @@ def test_tune_knn_leave_one_out_scores_every_training_point_against_the_others()
         assert accuracy == knn_accuracy(
             train_f, train_y, train_f, train_y, k, temperature, leave_one_out=True
         )
+
+
+def test_claims_are_checked_against_their_noise():
+    # a gap of 1.0 with noise 0.3: beyond 2 noise units (0.6), so "better", not "tied"
+    assert "ahead beyond the noise" in assert_better(0.98, 0.97, 0.003 + 0.0, ("h", "z"), z=2)
+    assert "within the noise" in assert_tied(97.0, 96.5, 0.3, ("h", "z"))
+    assert "not behind" in assert_not_worse(96.5, 97.0, 0.3, ("h", "z"))
+    with pytest.raises(AssertionError, match=r"'h beats z' fails: h 97 vs z 96.5: gap \+0.5"):
+        assert_better(97.0, 96.5, 0.3, ("h", "z"))  # 0.5 < 2 x 0.3
+    with pytest.raises(AssertionError, match="'h ties z' fails"):
+        assert_tied(98.0, 96.5, 0.3, ("h", "z"))
+    with pytest.raises(AssertionError, match="no worse"):
+        assert_not_worse(95.0, 96.5, 0.3, ("h", "z"))
+    with pytest.raises(AssertionError):
+        assert_better(96.5, 96.5, 0.0)  # a tie is not a win, even without noise
+    with pytest.raises(ValueError, match="noise >= 0"):
+        assert_tied(1.0, 1.0, -0.1)
+    with pytest.raises(ValueError, match="finite"):
+        assert_better(float("nan"), 1.0, 0.1)
+
+
+def test_paired_noise_is_the_gap_sd_of_the_bootstrap_interval():
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(1000, generator=g) < 0.95
+    b = torch.rand(1000, generator=g) < 0.90
+    test = paired_test(a, b)
+    difference = a.float() - b.float()
+    sd = (difference.var() / len(difference)).sqrt().item()  # the gap's standard error
+    assert paired_noise(test) == pytest.approx(sd, rel=0.1)

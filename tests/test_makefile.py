@@ -34,3 +34,13 @@ def test_make_lab_passes_server_options():
         if "jupyter lab" in x
     )
     assert "--no-browser --port=9" in line
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_make_test_variant_runs_the_notebooks_as_another_machine():
+    line = dry_run("test-variant").replace("\\\n", " ")
+    line = next(x for x in line.splitlines() if "--nbval-lax" in x)
+    assert "SIMCLR_TEACH_SEED=1" in line and "SIMCLR_TEACH_PRECISION=float32" in line
+    assert line.rstrip().endswith("notebooks/")
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test\n" in ci and "make test-variant\n" in ci, "CI runs both passes"

@@ -133,12 +133,17 @@ def test_a_positives_only_run_collapses_and_negatives_prevent_it():
     images = data.train_images[~val][:640]
     _, positives = train(images, replace(base, method="positives"), monitor=monitor)
     _, simclr = train(images, base, monitor=monitor)
-    assert positives.rank_z == sorted(positives.rank_z, reverse=True)  # falls every epoch ...
-    assert positives.rank_z[-1] < 2.0  # ... towards 1 ...
-    assert positives.uniformity[-1] > -0.05  # ... as every digit lands near one point
-    assert simclr.rank_z == sorted(simclr.rank_z)  # the negatives spread z, epoch by epoch
-    assert simclr.rank_z[-1] > 3 * positives.rank_z[-1]
-    assert simclr.uniformity[-1] < positives.uniformity[-1] - 1.0
+    # Random init already puts z near one point (effective rank about 1.05 of 8). Without
+    # negatives nothing spreads it, at any epoch; with them z spreads out. Epoch-to-epoch
+    # wiggles are noise (seed, thread count, bf16 or float32): the bounds below hold with room
+    # over seeds 0-5, 1 and 2 threads, both precisions (positives: rank_z <= 2.22, last
+    # uniformity >= -0.05; SimCLR: rank_z up >= 2.3 from epoch 1, ends >= 3.2 above positives,
+    # uniformity >= 1.3 below theirs).
+    assert max(positives.rank_z) < 3.0  # at most ~2 of z's 8 directions, in every epoch ...
+    assert positives.uniformity[-1] > -0.15  # ... with every digit near one point (0)
+    assert simclr.rank_z[-1] > simclr.rank_z[0] + 1.0  # the negatives spread z ...
+    assert simclr.rank_z[-1] > positives.rank_z[-1] + 2.0  # ... far beyond the collapsed run
+    assert simclr.uniformity[-1] < positives.uniformity[-1] - 0.75
 
 
 # --- MoCo: the queue and the momentum encoder --------------------------------------------------
@@ -301,7 +306,8 @@ def test_new_fields_at_their_defaults_keep_old_cache_keys():
     with open(REPO_ROOT / "notebooks/results/lab_sweep.csv") as f:
         rows = list(csv.DictReader(f))
     base = next(r for r in rows if r["label"] == "all on" and r["seed"] == "0")
-    assert LAB_BASE.key("embedded-5k") == base["key"]  # the committed sweep is still found
+    committed = replace(LAB_BASE, seed=0, amp=True)  # its seed and precision, whatever the env
+    assert committed.key("embedded-5k") == base["key"]  # the committed sweep is still found
     keys = {
         replace(LAB_BASE, **change).key("embedded-5k")
         for change in ({}, {"head": "none"}, {"method": "moco"}, {"momentum": 0.0})

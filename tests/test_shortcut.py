@@ -58,23 +58,29 @@ def test_bad_bit_counts_are_clear_errors():
 
 def test_the_shortcut_makes_the_pretext_task_easy():
     # same tiny run with and without bits: with 14 shared bits the views are matched by
-    # their code, so the contrastive top-1 accuracy is far higher after the same steps
+    # their code, so the contrastive top-1 accuracy is far higher after the same steps.
+    # The MLP encoder sees each pixel where it is and reads the code within a few epochs;
+    # the conv encoder's global pooling learns it too slowly for a unit test (at 6 epochs
+    # its gap ranged from -0.06 to +0.24 over seeds, thread counts and precisions).
     images = embedded_mnist().train_images[:512]
     top1 = {}
     for bits in (0, MAX_BITS):
         config = TrainConfig(
             data="embedded",
+            encoder="mlp",
             width=8,
             proj_hidden=16,
             proj_dim=8,
-            epochs=6,
+            epochs=15,
             batch_size=64,
             warmup_epochs=1,
             lr=5e-3,
             device="cpu",
             shortcut_bits=bits,
         )
-        seed_everything(0)
+        seed_everything(config.seed)
         model = build_model(config)
         top1[bits] = train_simclr(model, images, config, progress=False).top1[-1]
-    assert top1[MAX_BITS] > top1[0] + 0.08, top1  # measured: 0.46 vs 0.31
+    # measured over seeds 0-7, 1 and 2 threads, bf16 and float32: 0.14-0.21 without bits,
+    # 0.54-0.71 with them, a gap of at least 0.37
+    assert top1[MAX_BITS] > top1[0] + 0.2, top1

@@ -103,7 +103,7 @@ def test_train_simclr_is_the_hand_written_loop_of_notebook_04(images):
 
 def test_other_seed_gives_other_run(images):
     _, h1 = run(images)
-    _, h2 = run(images, TrainConfig(**{**TINY.__dict__, "seed": 1}))
+    _, h2 = run(images, TrainConfig(**{**TINY.__dict__, "seed": TINY.seed + 1}))  # any env seed
     assert h1.loss != h2.loss
 
 
@@ -200,7 +200,8 @@ def test_float16_run_resumes_with_its_loss_scale(images, tmp_path, monkeypatch):
         "autocast_dtype",
         lambda device, enabled=True: torch.float16 if enabled else None,
     )
-    straight, _ = run(images)
+    config = TrainConfig(**{**TINY.__dict__, "amp": True})  # also under PRECISION=float32
+    straight, _ = run(images, config)
     assert scalers[-1].is_enabled() and scalers[-1].get_scale() > 1.0
     final = scalers[-1].state_dict()
     path = tmp_path / "checkpoint.pt"
@@ -210,8 +211,8 @@ def test_float16_run_resumes_with_its_loss_scale(images, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run(images, checkpoint_path=path, on_epoch_end=interrupt)
-    resumed, _ = run(images, checkpoint_path=path)
+        run(images, config, checkpoint_path=path, on_epoch_end=interrupt)
+    resumed, _ = run(images, config, checkpoint_path=path)
     assert scalers[-1].state_dict() == final
     assert_same_weights(straight, resumed)
 
