@@ -189,7 +189,9 @@ def test_tune_knn_leave_one_out_scores_every_training_point_against_the_others()
 
 def test_claims_are_checked_against_their_noise():
     # a gap of 1.0 with noise 0.3: beyond 2 noise units (0.6), so "better", not "tied"
-    assert "ahead beyond the noise" in assert_better(0.98, 0.97, 0.003 + 0.0, ("h", "z"), z=2)
+    assert "ahead beyond the noise" in assert_better(98.0, 97.0, 0.3, ("h", "z"))
+    with pytest.raises(AssertionError, match="'h ties z' fails"):
+        assert_tied(98.0, 97.0, 0.3, ("h", "z"))
     assert "within the noise" in assert_tied(97.0, 96.5, 0.3, ("h", "z"))
     assert "not behind" in assert_not_worse(96.5, 97.0, 0.3, ("h", "z"))
     with pytest.raises(AssertionError, match=r"'h beats z' fails: h 97 vs z 96.5: gap \+0.5"):
