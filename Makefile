@@ -26,13 +26,18 @@ lab: setup  ## open the course in JupyterLab
 
 test: test-unit test-notebooks  ## unit tests, then every notebook under nbval
 
+# The tests keep the notebooks' slow evaluations (simclr_teach.memo) in runs/cache/memo, as
+# load_or_train keeps the trained runs: the student runs of tests/test_assignments.py compute
+# them, nbval reads them. Only the tests marked `memo` see it (tests/conftest.py).
+MEMO := SIMCLR_TEACH_MEMO=1
+
 test-unit: setup
-	$(PY) -m pytest tests -m "not browser"
+	$(MEMO) $(PY) -m pytest tests -m "not browser"
 
 NBVAL := -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NBTIMEOUT) -p no:cacheprovider
 
 test-notebooks: setup
-	$(PY) $(NBVAL) notebooks/
+	$(MEMO) $(PY) $(NBVAL) notebooks/
 
 # The course on a second machine, simulated: every notebook again with another seed and float32
 # arithmetic (utils.default_seed / default_amp). Every assert must hold in both runs; the runs
@@ -40,7 +45,7 @@ test-notebooks: setup
 VARIANT_SEED      ?= 1
 VARIANT_PRECISION ?= float32
 test-variant: setup  ## every notebook under nbval, as another machine would run it
-	SIMCLR_TEACH_SEED=$(VARIANT_SEED) SIMCLR_TEACH_PRECISION=$(VARIANT_PRECISION) \
+	$(MEMO) SIMCLR_TEACH_SEED=$(VARIANT_SEED) SIMCLR_TEACH_PRECISION=$(VARIANT_PRECISION) \
 	  $(PY) $(NBVAL) notebooks/
 
 # Browser end-to-end test (tests/browser): notebooks 00-02 run in JupyterLab, driven through

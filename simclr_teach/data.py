@@ -61,6 +61,11 @@ class MNISTData:
         )
 
 
+def runs_dir() -> Path:
+    """Where runs and results are cached: $SIMCLR_TEACH_RUNS, else ``runs/`` at the repo root."""
+    return Path(os.environ.get("SIMCLR_TEACH_RUNS", REPO_ROOT / "runs"))
+
+
 def data_root(root: str | Path | None = None) -> Path:
     """Where full MNIST lives: ``root``, else $SIMCLR_TEACH_DATA, else ``data/`` in the repo."""
     if root is not None:

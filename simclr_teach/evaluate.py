@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simclr_teach.memo import memoised
 from simclr_teach.model import preprocess
 from simclr_teach.utils import pick_device, sklearn_threads
 
@@ -284,6 +285,7 @@ def linear_probe(
         return float(probe.score(_numpy(test_features), _numpy(test_labels)))
 
 
+@memoised
 def tsne(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """2-D t-SNE map (van der Maaten & Hinton, 2008) with PCA init; same seed, same map.
 

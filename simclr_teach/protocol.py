@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from simclr_teach.evaluate import knn_accuracy, linear_probe
+from simclr_teach.memo import memoised
 
 
 def tune_knn(
@@ -89,6 +90,7 @@ def tune_probe(
     return max(scores, key=scores.get), scores  # max returns the first of equal scores
 
 
+@memoised
 def tuned_scores(
     train_features: Tensor,
     train_labels: Tensor,
@@ -367,6 +369,7 @@ FEW_LABEL_COLUMNS = (
 )
 
 
+@memoised
 def few_label_study(
     model: nn.Module,
     train_images: Tensor,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +25,7 @@ from simclr_teach.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from simclr_teach.data import runs_dir
 from simclr_teach.loss import contrastive_accuracy
 from simclr_teach.methods import METHODS, build_method, positives_only_loss
 from simclr_teach.model import HEADS, build_simclr, preprocess
@@ -574,13 +574,6 @@ def train_simclr(
             if on_epoch_end is not None:
                 on_epoch_end(history)
     return history
-
-
-def runs_dir() -> Path:
-    """Where trained runs are cached: $SIMCLR_TEACH_RUNS, else ``runs/`` at the repo root."""
-    from simclr_teach.data import REPO_ROOT
-
-    return Path(os.environ.get("SIMCLR_TEACH_RUNS", REPO_ROOT / "runs"))
 
 
 def load_or_train(

@@ -21,6 +21,8 @@ sys.path.insert(0, str(REPO / "scripts"))
 import assignments  # noqa: E402
 
 GRADED = assignments.graded_notebooks()
+# the student runs share the notebooks' slow evaluations with nbval (simclr_teach.memo)
+pytestmark = pytest.mark.memo
 
 
 def _nbgrader(cell) -> dict:

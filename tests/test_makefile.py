@@ -44,3 +44,14 @@ def test_make_test_variant_runs_the_notebooks_as_another_machine():
     assert line.rstrip().endswith("notebooks/")
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test\n" in ci and "make test-variant\n" in ci, "CI runs both passes"
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
+def test_the_tests_share_slow_evaluations_and_make_notebooks_computes_them():
+    """Unit tests and both nbval passes keep simclr_teach.memo's results; `make notebooks`,
+    which writes the committed outputs, computes every one."""
+    for target in ("test-unit", "test-notebooks", "test-variant"):
+        line = dry_run(target).replace("\\\n", " ")
+        line = next(x for x in line.splitlines() if "pytest" in x)
+        assert "SIMCLR_TEACH_MEMO=1" in line, target
+    assert "SIMCLR_TEACH_MEMO" not in dry_run("notebooks", "NB=notebooks/00_setup.ipynb")
