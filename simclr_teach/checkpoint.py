@@ -10,6 +10,7 @@ holds is rebuilt by ``train.load_model``.
 
 from __future__ import annotations
 
+import pickle
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -77,17 +78,40 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         run (each None in checkpoints older than that, "scaler" also in other runs).
     """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        inside = path / "checkpoint.pt"
+        if inside.is_file():
+            raise IsADirectoryError(
+                f"{path} is a run folder, not a checkpoint; pass the checkpoint file in it, "
+                f"{inside}"
+            )
         raise FileNotFoundError(
-            f"no checkpoint at {path}; train one with "
-            f"`python -m simclr_teach train --out {path.parent}`"
+            f"no checkpoint in the folder {path}; train one with "
+            f"`python -m simclr_teach train --out {path}`"
+        )
+    if not path.is_file():
+        folder = path.parent if path.suffix else path  # "runs/x" names a run folder
+        raise FileNotFoundError(
+            f"no checkpoint at {path}; train one with `python -m simclr_teach train --out {folder}`"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as error:
+        raise PermissionError(
+            f"cannot read {path} ({error.strerror}); make it readable or pass another checkpoint"
+        ) from None
     except Exception as error:
-        raise ValueError(
-            f"{path} is not a readable checkpoint ({error}); delete it and train again"
-        ) from error
+        # our own words: torch's advice for a file of Python objects is weights_only=False,
+        # which runs whatever code the file holds
+        fix = "delete it and train again"
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
+        elif isinstance(error, pickle.UnpicklingError):
+            reason = "it holds Python objects, not only tensors and plain values"
+            fix = "pass a checkpoint.pt written by `python -m simclr_teach train`"
+        else:
+            reason = "it is damaged, cut short or not written by torch.save"
+        raise ValueError(f"{path} is not a readable checkpoint ({reason}); {fix}") from None
     missing = [k for k in REQUIRED_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
         raise ValueError(

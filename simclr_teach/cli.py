@@ -138,12 +138,28 @@ def _train(args: argparse.Namespace) -> int:
         **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given},
     )
     pick_device(config.device)  # a wrong device fails now, not after loading the data
+    made = [p for p in (args.out, *args.out.parents) if not p.exists()]  # folders this run makes
     out = check_run_folder(args.out)  # so does a folder the run cannot write
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for all
-        return _train_in(out, config, args.no_progress)
-    busy = f"another process is training into {out}; wait for it to finish, or pass another --out"
-    with locked(out, wait=False, busy=busy):
-        return _train_in(out, config, args.no_progress)
+    try:
+        if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for all
+            return _train_in(out, config, args.no_progress)
+        busy = (
+            f"another process is training into {out}; wait for it to finish, or pass another --out"
+        )
+        with locked(out, wait=False, busy=busy):
+            return _train_in(out, config, args.no_progress)
+    finally:
+        if os.environ.get("RANK", "0") == "0":
+            _remove_empty(made)  # a run that failed before its first checkpoint leaves no folder
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            return  # not empty (or gone): nor are the folders above it
 
 
 def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
@@ -274,6 +290,11 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from simclr_teach.lab import LAB_BASE, sweep
     from simclr_teach.train import TrainConfig
 
+    if args.out.is_dir():  # before the first run trains, not when its row is written
+        raise IsADirectoryError(
+            f"{args.out} is a folder, but sweep writes a CSV file; pass a file path, "
+            f"e.g. --out {args.out / 'sweep.csv'}"
+        )
     given = vars(args)
     base = replace(
         LAB_BASE, **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given}
@@ -338,13 +359,22 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+# What a command interrupted by Ctrl-C leaves, and how to go on (train's loop says more itself).
+AFTER_CTRL_C = {
+    "train": "rerun the same command to resume from its last saved epoch",
+    "evaluate": "nothing was written, so rerun the same command to evaluate",
+    "sweep": "finished runs are cached, so the same command continues from there",
+    "few-labels": "rerun the same command to start the study again",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; the exit status: 2 for a bad flag, 1 for a one-line error, 130 after Ctrl-C."""
     argv = sys.argv[1:] if argv is None else argv
-    from simclr_teach.utils import use_free_cores
-
-    args = _parser().parse_args(argv)
     try:
+        from simclr_teach.utils import use_free_cores
+
+        args = _parser().parse_args(argv)
         use_free_cores()  # once, before any work: every command shares a busy CPU gracefully
         if args.command == "sweep":
             return _sweep(args, argv)
@@ -354,3 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, FloatingPointError) as error:  # files, network, locks, values
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # anywhere: start-up, data loading, evaluating, between runs
+        command = argv[0] if argv and argv[0] in AFTER_CTRL_C else ""
+        advice = f"; {AFTER_CTRL_C[command]}" if command else ""
+        print(f"\n{command or 'command'} interrupted{advice}", file=sys.stderr)
+        return 130

@@ -107,6 +107,8 @@ class TrainConfig:
             "temperature": finite["temperature"] and self.temperature > 0,
             "lr": finite["lr"] and self.lr > 0,
             "width": self.width >= 1,
+            "proj_hidden": self.proj_hidden >= 1,  # a layer of 0 units has no BatchNorm to norm
+            "proj_dim": self.proj_dim >= 1,  # z of size 0 has no direction for the loss
             "weight_decay": finite["weight_decay"] and self.weight_decay >= 0,
             "warmup_epochs": self.warmup_epochs >= 0,
             "strength": finite["strength"] and self.strength >= 0,
@@ -201,8 +203,28 @@ def load_model(path: str | Path) -> nn.Module:
     """The trained ``SimCLR`` module stored in a checkpoint, in eval mode, on the CPU."""
     state = load_checkpoint(path)
     model = build_model(TrainConfig.from_dict(state["config"]))
+    mismatch = _weight_mismatch(state["model"], model.state_dict())
+    if mismatch:
+        raise ValueError(
+            f"the weights in {path} do not match its config ({mismatch}); pass a checkpoint as "
+            "`python -m simclr_teach train` wrote it, or train again"
+        )
     model.load_state_dict(state["model"])
     return model.eval()
+
+
+def _weight_mismatch(stored: dict[str, Tensor], wanted: dict[str, Tensor]) -> str:
+    """The first tensor where a checkpoint's weights and its config's model differ, or ""."""
+    for name, tensor in wanted.items():
+        if name not in stored:
+            return f"{name} is missing"
+        if stored[name].shape != tensor.shape:
+            return (
+                f"{name} has shape {tuple(stored[name].shape)}, "
+                f"the config's model {tuple(tensor.shape)}"
+            )
+    extra = sorted(set(stored) - set(wanted))
+    return f"{extra[0]} is not in the config's model" if extra else ""
 
 
 def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:

@@ -4,6 +4,7 @@ atomic file writes (a crash mid-write never leaves a half-written file)."""
 from __future__ import annotations
 
 import csv
+import errno
 import glob
 import io
 import os
@@ -362,10 +363,29 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic: readers see the old file or the new one
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        cause = _os_error_in(error)
+        if cause is None or cause.filename is not None:
+            raise  # not a failed write, or one whose message names its file already
+        # "No space left on device" names no file; torch.save even turns it into a RuntimeError
+        fix = "free space on that disk" if cause.errno in _FULL else "check that disk"
+        named = OSError(
+            f"cannot write {path} ({cause.strerror or cause}); {fix} or write elsewhere"
+        )
+        named.errno = cause.errno
+        raise named from error
     return path
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # disk full, disk quota exceeded
+
+
+def _os_error_in(error: BaseException | None) -> OSError | None:
+    """``error`` if it is an OSError, else the first OSError it was raised from or during."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -276,3 +276,170 @@ def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, mo
     out = capsys.readouterr().out
     assert "trained on embedded-5k (4,000), 2 epochs; evaluated on embedded-5k" in out
     assert seen["train"] == 4000
+
+
+@pytest.mark.parametrize(
+    "flag,value",
+    [("proj-hidden", "-5"), ("proj-dim", "-1"), ("proj-hidden", "0"), ("proj-dim", "0")],
+)
+def test_bad_projection_size_is_one_line_before_anything_is_made(tmp_path, capsys, flag, value):
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY_FLAGS, f"--{flag}", value]) == 1
+    err = capsys.readouterr().err
+    field = flag.replace("-", "_")
+    assert f"invalid TrainConfig field(s) ['{field}']: [{value}]" in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def _untrained_checkpoint(path, **config):
+    from simclr_teach.checkpoint import save_checkpoint
+    from simclr_teach.train import History, TrainConfig, build_model
+
+    config = TrainConfig(data="embedded", width=4, proj_hidden=16, proj_dim=8, **config)
+    return save_checkpoint(path, build_model(config), config, History())
+
+
+def test_checkpoint_whose_weights_do_not_match_its_config_is_one_line(tmp_path, capsys):
+    import torch
+
+    from simclr_teach.checkpoint import load_checkpoint
+
+    path = _untrained_checkpoint(tmp_path / "checkpoint.pt")
+    state = load_checkpoint(path)
+    state["config"]["width"] = 8  # as an edited checkpoint, or another model's weights
+    torch.save(state, path)
+    assert main(["evaluate", str(path), "--no-probe"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: the weights in {path} do not match its config")
+    assert err.count("\n") == 1 and "size mismatch" not in err
+
+
+def _main_interrupted(argv):
+    try:
+        return main(argv)
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main: a traceback instead of a sentence")
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt  # what Ctrl-C raises, wherever it lands
+
+
+@pytest.mark.parametrize(
+    "command,module,name,message",
+    [
+        ("train", "data", "load_mnist", "train interrupted; rerun the same command to resume"),
+        ("evaluate", "protocol", "evaluation_table", "evaluate interrupted; nothing was written"),
+        ("sweep", "lab", "sweep", "sweep interrupted; finished runs are cached"),
+        ("few-labels", "train", "load_or_train", "few-labels interrupted; rerun the same command"),
+    ],
+)
+def test_ctrl_c_anywhere_is_one_sentence_and_exit_130(
+    tmp_path, capsys, monkeypatch, command, module, name, message
+):
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(f"simclr_teach.{module}"), name, _interrupt)
+    argv = {
+        "train": ["train", "--out", str(tmp_path / "run"), *TINY_FLAGS],
+        "evaluate": ["evaluate", str(_untrained_checkpoint(tmp_path / "checkpoint.pt"))],
+        "sweep": ["sweep", "--grid", "seeds", "--out", str(tmp_path / "sweep.csv")],
+        "few-labels": ["few-labels", "--out", str(tmp_path / "few.csv")],
+    }[command]
+    assert _main_interrupted(argv) == 130
+    err = capsys.readouterr().err
+    assert err.strip().startswith(message) and err.strip().count("\n") == 0
+    assert "Traceback" not in err
+
+
+def test_evaluate_a_folder_suggests_the_right_path(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["evaluate", str(empty)]) == 1
+    err = capsys.readouterr().err
+    assert f"python -m simclr_teach train --out {empty}`" in err and err.count("\n") == 1
+    assert main(["evaluate", str(tmp_path / "missing")]) == 1
+    assert f"train --out {tmp_path / 'missing'}`" in capsys.readouterr().err
+    run = tmp_path / "run"
+    _untrained_checkpoint(run / "checkpoint.pt")
+    assert main(["evaluate", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"pass the checkpoint file in it, {run / 'checkpoint.pt'}" in err
+    assert "train one" not in err
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b"", "the file is empty"),
+        (b"hello", "it is damaged, cut short or not written by torch.save"),
+        (None, "it holds Python objects, not only tensors and plain values"),
+    ],
+)
+def test_unreadable_checkpoint_is_our_sentence_never_weights_only_false(
+    tmp_path, capsys, content, reason
+):
+    import argparse
+
+    import torch
+
+    path = tmp_path / "checkpoint.pt"
+    if content is None:
+        torch.save({"config": argparse.Namespace(width=4)}, path)  # unpickling it could run code
+    else:
+        path.write_bytes(content)
+    assert main(["evaluate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} is not a readable checkpoint ({reason}")
+    assert err.count("\n") == 1 and "weights_only" not in err
+
+
+def test_unreadable_checkpoint_file_says_so(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import torch
+
+    path = _untrained_checkpoint(tmp_path / "checkpoint.pt")
+
+    def denied(*args, **kwargs):  # chmod 000 does not stop root, who may run the tests
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+    monkeypatch.setattr(torch, "load", denied)
+    assert main(["evaluate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot read {path} (Permission denied); make it readable" in err
+    assert "delete it" not in err
+
+
+def test_sweep_into_a_folder_fails_before_training(tmp_path, capsys, monkeypatch):
+    from simclr_teach import lab
+
+    monkeypatch.setattr(lab, "lab_run", lambda *a, **k: pytest.fail("trained a run first"))
+    assert main(["sweep", "--grid", "seeds", "--out", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path} is a folder" in err and f"--out {tmp_path / 'sweep.csv'}" in err
+
+
+def test_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY_FLAGS]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {out / 'checkpoint.pt'} (No space left on device)" in err
+    assert err.count("\n") == 1
+
+
+def test_failed_config_leaves_no_empty_out_folder(tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    assert main(["train", "--out", str(out), *TINY_FLAGS, "--batch-size", "100000"]) == 1
+    assert "batch_size 100000 is larger" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []  # neither run nor new, both made by this command
+    assert main(["train", "--out", str(tmp_path), *TINY_FLAGS, "--batch-size", "100000"]) == 1
+    assert tmp_path.is_dir()  # a folder that was there before stays

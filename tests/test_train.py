@@ -137,6 +137,36 @@ def test_failed_write_keeps_the_old_checkpoint(images, tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
 
 
+def test_checkpoint_whose_weights_do_not_match_its_config(images, tmp_path):
+    model, history = run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}))
+    wider = TrainConfig(**{**TINY.__dict__, "width": 8})
+    path = save_checkpoint(tmp_path / "checkpoint.pt", model, wider, history)
+    with pytest.raises(ValueError, match="do not match its config") as error:
+        load_model(path)
+    assert str(error.value).startswith(f"the weights in {path} do not match its config")
+    assert "encoder" in str(error.value)  # names the first tensor that differs
+
+
+def test_full_disk_names_the_file_being_written(images, tmp_path, monkeypatch):
+    import os
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("needs /dev/full (Linux)")
+    model, history = run(images, TrainConfig(**{**TINY.__dict__, "epochs": 1}))
+    real = torch.save
+
+    def to_a_full_disk(obj, f):  # torch turns the OSError into a RuntimeError about positions
+        with open("/dev/full", "wb") as full:
+            real(obj, full)
+
+    monkeypatch.setattr(ckpt.torch, "save", to_a_full_disk)
+    path = tmp_path / "checkpoint.pt"
+    with pytest.raises(OSError, match="No space left on device") as error:
+        save_checkpoint(path, model, TINY, history)
+    assert str(error.value).startswith(f"cannot write {path} (No space left on device)")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m simclr_teach train"):
         load_checkpoint(tmp_path / "nope.pt")
@@ -338,6 +368,10 @@ def test_load_or_train_refuses_a_folder_another_process_trains(tmp_path, monkeyp
         ("strength", float("nan")),
         ("data", "cifar"),
         ("seed", 2**40),
+        ("proj_hidden", 0),
+        ("proj_hidden", -5),
+        ("proj_dim", 0),
+        ("proj_dim", -1),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(field, value):
