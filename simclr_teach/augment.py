@@ -20,6 +20,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from simclr_teach.model import unit_pixels
 from simclr_teach.utils import check_seed
 
 SIDE = 28  # MNIST digits are 28x28
@@ -109,14 +110,14 @@ class AugmentParams:
 
 
 def _to_unit_image(image: Tensor) -> tv_tensors.Image:
-    """(1, 28, 28) uint8 -> float32 x / 255 exactly (bit-equal to BatchAugment); float kept."""
+    """(1, 28, 28) uint8 -> float32 x / 255 exactly (bit-equal to BatchAugment); float in [0, 1]
+    kept, float in 0..255 refused (``model.unit_pixels``)."""
     if tuple(image.shape) != (1, SIDE, SIDE):
         raise ValueError(
             f"view_transform expects one digit of shape (1, 28, 28) or a 28x28 "
             f"PIL image, got shape {tuple(image.shape)}"
         )
-    scale = 255.0 if image.dtype == torch.uint8 else 1.0  # float input is taken as [0, 1]
-    return tv_tensors.Image(image.float() / scale)
+    return tv_tensors.Image(unit_pixels(image))
 
 
 def view_transform(strength: float = 1.0, params: AugmentParams | None = None) -> v2.Compose:
@@ -133,7 +134,7 @@ def view_transform(strength: float = 1.0, params: AugmentParams | None = None) -
 
     Returns:
         A callable: uint8 tensor (1, 28, 28) or PIL image (mode "L") -> float32 (1, 28, 28)
-        in [0, 1]. A float tensor input is taken to be in [0, 1] already.
+        in [0, 1]. A float tensor input must be in [0, 1] already (0..255 is refused).
     """
     p = AugmentParams.at_strength(strength, params)
     bilinear = v2.InterpolationMode.BILINEAR
@@ -288,7 +289,8 @@ class BatchAugment:
         """Augment a batch.
 
         Args:
-            x: (B, 1, S, S) or (B, S, S) square images, float in [0, 1] or uint8 (then / 255).
+            x: (B, 1, S, S) or (B, S, S) square images, float in [0, 1] or uint8 (then / 255);
+                float in 0..255 is refused, as ``preprocess`` refuses it.
             generator: source of randomness; None = torch's default generator.
 
         Returns:
@@ -323,7 +325,7 @@ class BatchAugment:
 
 
 def _as_unit_batch(x: Tensor) -> Tensor:
-    """(B, 1, S, S) or (B, S, S), uint8 or float -> float32 (B, 1, S, S) in [0, 1]."""
+    """(B, 1, S, S) or (B, S, S), uint8 or float in [0, 1] -> float32 (B, 1, S, S) in [0, 1]."""
     if x.dim() == 3:
         x = x.unsqueeze(1)  # (B, S, S) -> (B, 1, S, S)
     if x.dim() != 4 or x.shape[1] != 1 or x.shape[2] != x.shape[3]:
@@ -331,11 +333,7 @@ def _as_unit_batch(x: Tensor) -> Tensor:
             f"BatchAugment expects square grayscale images (B, 1, S, S) or "
             f"(B, S, S), got shape {tuple(x.shape)}; for one image use x[None]"
         )
-    if x.dtype == torch.uint8:
-        return x.float() / 255
-    if not x.is_floating_point():
-        raise ValueError(f"BatchAugment expects float in [0, 1] or uint8, got {x.dtype}")
-    return x.float()
+    return unit_pixels(x)  # uint8 / 255, float in [0, 1] kept; anything else a ValueError
 
 
 # --- views to look at (01_augmentations) -------------------------------------------------------

@@ -9,7 +9,6 @@ network with random weights) show how much of that accuracy SimCLR earned.
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 from collections.abc import Mapping
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simclr_teach.loss import check_temperature
 from simclr_teach.memo import memoised
 from simclr_teach.model import preprocess
 from simclr_teach.utils import pick_device, sklearn_threads
@@ -46,8 +46,7 @@ def embed(
     """
     if use not in ("h", "z"):
         raise ValueError(f"use must be 'h' (encoder output) or 'z' (head output), got {use!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_batch_size(batch_size)
     images = torch.as_tensor(images)
     if len(images) == 0:
         raise ValueError("images is empty; pass at least one digit")
@@ -89,6 +88,12 @@ def _check_features(features: Tensor, labels: Tensor | None, name: str) -> None:
         )
 
 
+def _check_batch_size(batch_size: int) -> None:
+    integer = isinstance(batch_size, numbers.Integral) and not isinstance(batch_size, bool)
+    if not integer or batch_size < 1:
+        raise ValueError(f"batch_size (rows per block) must be an int >= 1, got {batch_size!r}")
+
+
 def _check_k(k: int) -> None:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"k (neighbours) must be an int >= 1, got {k!r}")
@@ -108,6 +113,7 @@ def nearest_neighbours(
         (similarities, indices), both (Q, min(k, N)), most similar first.
     """
     _check_k(k)
+    _check_batch_size(batch_size)
     if queries.shape[1] != references.shape[1]:
         raise ValueError(f"queries have D={queries.shape[1]}, references D={references.shape[1]}")
     k = min(k, len(references))
@@ -201,10 +207,8 @@ def knn_predict(
     _check_features(train_features, train_labels, "train")
     _check_features(test_features, None, "test")
     _check_k(k)
-    if not (
-        isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    _check_batch_size(batch_size)
+    check_temperature(temperature)
     if train_labels.is_floating_point() or int(train_labels.min()) < 0:
         raise ValueError("train_labels must be integer classes >= 0 (e.g. digits 0..9)")
     train_labels = train_labels.long().to(train_features.device)

@@ -15,11 +15,20 @@ its softmax over the candidates and the gradient weight of each negative.
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.autograd.function import FunctionCtx
+
+
+def check_temperature(temperature: float) -> None:
+    """Raise ValueError unless the temperature tau is a finite number > 0 (tau divides logits)."""
+    if not (
+        isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
 def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
@@ -40,10 +49,7 @@ def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
         raise ValueError(
             f"empty batch: shape {tuple(z1.shape)}; pass at least one pair with D >= 1"
         )
-    if not (
-        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature)
     if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
         raise ValueError("z1 or z2 contains NaN or inf; check the model's output and learning rate")
 
@@ -126,14 +132,37 @@ class _FusedNTXent(torch.autograd.Function):
         return (shift + row_sum.log() - positive).mean()  # mean of log-sum-exp - positive logit
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None]:
         z, exp, row_sum = ctx.saved_tensors
         two_n = z.shape[0]
-        scale = (1 / row_sum)[:, None]  # (2N, 1): P = scale * E
-        grad_z = (exp @ z).mul_(scale).addmm_(exp.T, scale * z)  # P z + P^T z
-        grad_z.sub_(2 * z.roll(two_n // 2, 0))  # - 2 Y z
-        return grad_z.mul_(grad / (two_n * ctx.temperature)), None
+        with torch.no_grad():  # written out, not traced: autograd cannot differentiate it again
+            scale = (1 / row_sum)[:, None]  # (2N, 1): P = scale * E
+            grad_z = (exp @ z).mul_(scale).addmm_(exp.T, scale * z)  # P z + P^T z
+            grad_z.sub_(2 * z.roll(two_n // 2, 0))  # - 2 Y z
+            grad_z.mul_(grad / (two_n * ctx.temperature))
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative may follow
+            grad_z = _NoSecondDerivative.apply(grad_z, z)
+        return grad_z, None
+
+
+class _NoSecondDerivative(torch.autograd.Function):
+    """Passes nt_xent_fused's gradient (2N, D) on unchanged; differentiating it raises.
+
+    ``once_differentiable`` raises only when the incoming gradient requires grad, so a
+    Hessian-vector product through ``nt_xent_fused`` came out silently wrong. Tied to z, this
+    node lies on every path of a second derivative, so any double backward reaches it.
+    """
+
+    @staticmethod
+    def forward(ctx: FunctionCtx, grad_z: Tensor, z: Tensor) -> Tensor:
+        return grad_z.clone()
+
+    @staticmethod
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[None, None]:
+        raise NotImplementedError(
+            "nt_xent_fused has no second derivatives (its backward is written by hand); use "
+            "nt_xent for Hessians, Hessian-vector products or gradient penalties"
+        )
 
 
 def nt_xent_fused(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -141,7 +170,8 @@ def nt_xent_fused(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
 
     Autograd through ``nt_xent`` keeps several (2N, 2N) matrices; this keeps one, which pays
     off for large N (benchmarks/loss_speed.py, benchmarks/results/summary.md). It has no second
-    derivatives and does not work under ``torch.func``: use ``nt_xent`` for those.
+    derivatives (a double backward raises NotImplementedError) and does not work under
+    ``torch.func``: use ``nt_xent`` for those.
 
     Args:
         z1, z2: projections of the two views, shape (N, D); row i of z2 is the partner of z1[i].
@@ -164,8 +194,9 @@ def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:
     Chance is 1 / (2N - 1).
 
     Args:
-        z1, z2: projections of the two views, shape (N, D).
+        z1, z2: projections of the two views, shape (N, D), finite.
     """
+    _check_pair(z1, z2, 1.0)  # the errors of nt_xent for shapes and values
     logits = similarity_logits(z1.detach(), z2.detach(), 1.0)  # tau does not change the argmax
     target = positive_index(z1.shape[0], z1.device)
     return (logits.argmax(dim=1) == target).float().mean().item()
@@ -219,10 +250,7 @@ def loss_floor(n: int, temperature: float) -> float:
     """
     if not (isinstance(n, int) and n >= 1):
         raise ValueError(f"n must be the number of pairs, an int >= 1, got {n!r}")
-    if not (
-        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    check_temperature(temperature)
     return math.log1p((2 * n - 2) * math.exp(-1 / temperature))
 
 

@@ -27,9 +27,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from simclr_teach.loss import check_temperature
 from simclr_teach.model import SimCLR
 
 METHODS = ("simclr", "positives", "moco", "simsiam")  # TrainConfig.method
+
+
+def _check_pairs(a: Tensor, b: Tensor, names: str) -> None:
+    """Raise TypeError or ValueError unless a and b are tensors of one (N, D) shape, N >= 1."""
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor)):
+        kinds = f"{type(a).__name__} and {type(b).__name__}"
+        raise TypeError(f"{names} must be torch tensors of shape (N, D), got {kinds}")
+    if a.dim() != 2 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(
+            f"{names} must be (N, D) of one shape with N >= 1 (row i of each is a pair), got "
+            f"{tuple(a.shape)} and {tuple(b.shape)}"
+        )
 
 
 def positives_only_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Tensor:
@@ -41,15 +54,13 @@ def positives_only_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Ten
 
     Args:
         z1, z2: (N, D) projections of the two views; row i of each is a positive pair.
-        temperature: tau, only a scale here.
+        temperature: tau > 0, only a scale here.
 
     Returns:
         Scalar in [-1 / tau, 1 / tau].
     """
-    if z1.shape != z2.shape or z1.dim() != 2:
-        raise ValueError(
-            f"z1 and z2 must be (N, D) of one shape, got {tuple(z1.shape)}, {tuple(z2.shape)}"
-        )
+    _check_pairs(z1, z2, "z1 and z2")
+    check_temperature(temperature)  # as nt_xent: tau = 0 would give -inf
     cosine = F.cosine_similarity(z1.float(), z2.float(), dim=1)  # (N,) one per positive pair
     return -cosine.mean() / temperature  # both anchors of a pair have the same cosine
 
@@ -58,7 +69,7 @@ def singular_spectrum(features: Tensor, center: bool = False) -> Tensor:
     """Singular values of the features on the unit sphere, largest first, summing to 1.
 
     Args:
-        features: (M, D) features, M >= 2 (e.g. h or z of some digits).
+        features: (M, D) finite features, M >= 2 (e.g. h or z of some digits).
         center: subtract the mean feature first, so the spectrum is that of the covariance
             (Jing et al., 2022); without it a representation collapsed onto one point has one
             non-zero value (rank 1), which is what the collapse curves measure.
@@ -69,6 +80,10 @@ def singular_spectrum(features: Tensor, center: bool = False) -> Tensor:
     """
     if features.dim() != 2 or len(features) < 2:
         raise ValueError(f"need (M, D) features with M >= 2, got {tuple(features.shape)}")
+    if not torch.isfinite(features).all():  # the SVD would fail with LinAlgError
+        raise ValueError(
+            "features contain NaN or inf; check the model that made them (a diverged run?)"
+        )
     x = F.normalize(features.detach().float(), dim=1)  # unit rows: the sphere the loss sees
     if center:
         x = x - x.mean(dim=0)
@@ -85,7 +100,7 @@ def effective_rank(features: Tensor, center: bool = False) -> float:
     it, uncentred as here, to judge SSL representations without labels.
 
     Args:
-        features: (M, D) features, M >= 2.
+        features: (M, D) finite features, M >= 2.
         center: as in ``singular_spectrum``.
 
     Returns:
@@ -111,10 +126,28 @@ def momentum_update(target: nn.Module, online: nn.Module, momentum: float) -> No
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+    _check_same_architecture(list(target.parameters()), list(online.parameters()), "parameter")
+    _check_same_architecture(list(target.buffers()), list(online.buffers()), "buffer")
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
     for t, o in zip(target.buffers(), online.buffers(), strict=True):
         t.copy_(o)
+
+
+def _check_same_architecture(target: list[Tensor], online: list[Tensor], kind: str) -> None:
+    """Raise ValueError naming the first tensor where target and online differ."""
+    fix = "make the target with copy.deepcopy(online)"
+    if len(target) != len(online):
+        raise ValueError(
+            f"target and online must be one architecture, but they have {len(target)} and "
+            f"{len(online)} {kind} tensors; {fix}"
+        )
+    for i, (t, o) in enumerate(zip(target, online, strict=True)):
+        if t.shape != o.shape:
+            raise ValueError(
+                f"target and online must be one architecture, but {kind} {i} has shape "
+                f"{tuple(t.shape)} in target and {tuple(o.shape)} in online; {fix}"
+            )
 
 
 class KeyQueue(nn.Module):
@@ -227,6 +260,7 @@ def negative_cosine(p: Tensor, z: Tensor, stop_gradient: bool = True) -> Tensor:
     Returns:
         Scalar in [-1, 1].
     """
+    _check_pairs(p, z, "p and z")
     target = z.detach() if stop_gradient else z
     return -F.cosine_similarity(p.float(), target.float(), dim=1).mean()
 

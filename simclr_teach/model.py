@@ -15,13 +15,44 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the MNIST traini
 FLOAT_SLACK = 1e-3  # interpolating augmentations may round a pixel a hair outside [0, 1]
 
 
+def unit_pixels(images: Tensor) -> Tensor:
+    """Pixels as float32 in [0, 1]: uint8 0..255 divided by 255, float [0, 1] kept as it is.
+
+    The one check of pixel scale that ``preprocess``, ``embed`` and ``augment.BatchAugment``
+    share: float or int digits in 0..255 would otherwise pass as 255 times too bright.
+
+    Args:
+        images: a tensor of any shape, uint8 with values 0..255 or float already in [0, 1]
+            (FLOAT_SLACK either side is allowed).
+
+    Returns:
+        float32 tensor of the same shape, in [0, 1].
+    """
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)
+    if not images.is_floating_point():
+        raise ValueError(
+            f"digits of dtype {images.dtype} are ambiguous; pass uint8 in 0..255 "
+            "(images.to(torch.uint8)) or floats in [0, 1] (images / 255.0)"
+        )
+    if images.numel():
+        low, high = torch.aminmax(images)  # one pass over the pixels; NaN fails both checks
+        if not bool((low >= -FLOAT_SLACK) & (high <= 1 + FLOAT_SLACK)):
+            raise ValueError(
+                f"float digits must lie in [0, 1], got values in [{low.item():g}, "
+                f"{high.item():g}]; for pixels in 0..255 pass images / 255.0 or "
+                "images.to(torch.uint8)"
+            )
+    return images.float()
+
+
 def preprocess(images: Tensor) -> Tensor:
     """uint8 digits -> the float input every model takes.
 
     Args:
         images: (N, 28, 28) or (N, 1, 28, 28), either uint8 with values 0..255 (divided by 255
-            here) or float already in [0, 1]. Anything else is an error that says how to convert:
-            float or int digits in 0..255 would otherwise reach the model 255 times too bright.
+            here) or float already in [0, 1]. Anything else is an error that says how to convert
+            (``unit_pixels``).
 
     Returns:
         float32 (N, 1, 28, 28) in [0, 1]. The models standardise it themselves (first layer),
@@ -35,20 +66,7 @@ def preprocess(images: Tensor) -> Tensor:
             f"expected digits of shape (N, 28, 28) or (N, 1, 28, 28), got {shape}; "
             "crop or resize them to 28 x 28, one channel"
         )
-    if images.dtype == torch.uint8:
-        return images.float().div_(255.0)
-    if not images.is_floating_point():
-        raise ValueError(
-            f"digits of dtype {images.dtype} are ambiguous; pass uint8 in 0..255 "
-            "(images.to(torch.uint8)) or floats in [0, 1] (images / 255.0)"
-        )
-    if len(images) and not (images.min() >= -FLOAT_SLACK and images.max() <= 1 + FLOAT_SLACK):
-        low, high = images.min().item(), images.max().item()  # NaN fails both comparisons
-        raise ValueError(
-            f"float digits must lie in [0, 1], got values in [{low:g}, {high:g}]; "
-            "for pixels in 0..255 pass images / 255.0 or images.to(torch.uint8)"
-        )
-    return images.float()
+    return unit_pixels(images)
 
 
 class Standardize(nn.Module):

@@ -10,6 +10,7 @@ displayed here. Move a control from code with `explorer.controls["rotation"].val
 
 from __future__ import annotations
 
+import html
 import io
 import math
 from collections.abc import Callable, Iterator, Mapping
@@ -355,7 +356,7 @@ def _neighbours_render(query_images: Tensor, bank_images: Tensor, state: dict) -
     caption = f"test digit {index}"
     if "agreement" in state:
         counts = " · ".join(
-            f"{name}: <b>{same}/{len(state['neighbours'][name])}</b>"
+            f"{html.escape(str(name))}: <b>{same}/{len(state['neighbours'][name])}</b>"
             for name, same in state["agreement"].items()
         )
         caption += f", a {state['label']}. Neighbours that are also a {state['label']}: {counts}"
@@ -411,16 +412,30 @@ def neighbours_explorer(
 # --- training lab (06_temperature_augmentation_lab) ------------------------------------------
 
 
+def _lab_table_row(row: Mapping) -> str:
+    """One stored run as a table row; each cell escaped (lab_results.json holds text, not HTML)."""
+    cells = (
+        str(row["label"]),
+        f"{row['temperature']:g}",
+        str(row["batch_size"]),
+        str(row["epochs"]),
+        f"{row['loo_knn']:.1%}",
+        f"{row['train_seconds']:.0f}",
+    )
+    return "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in cells) + "</tr>"
+
+
 def _lab_render(state: dict) -> tuple[bytes, str]:
     config, row = state["config"], state["row"]
+    label = html.escape(str(state["label"]))  # a run label is text, never markup
     if row is None:
         now = (
-            f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+            f"<b>{label}</b>, tau {config.temperature:g}, N {config.batch_size}, "
             f"{config.epochs} epochs: not trained yet; press <b>Train</b>."
         )
     else:
         now = (
-            f"<b>{state['label']}</b>, tau {config.temperature:g}, N {config.batch_size}, "
+            f"<b>{label}</b>, tau {config.temperature:g}, N {config.batch_size}, "
             f"{config.epochs} epochs: leave-one-out kNN <b>{row['loo_knn']:.1%}</b> "
             f"(trained in {row['train_seconds']:.0f} s; Train again is instant)."
         )
@@ -432,11 +447,7 @@ def _lab_render(state: dict) -> tuple[bytes, str]:
         highlight=state["key"],
         title=f"{len(state['rows'])} lab run(s)",
     )
-    cells = "".join(
-        f"<tr><td>{r['label']}</td><td>{r['temperature']:g}</td><td>{r['batch_size']}</td>"
-        f"<td>{r['epochs']}</td><td>{r['loo_knn']:.1%}</td><td>{r['train_seconds']:.0f}</td></tr>"
-        for r in reversed(state["rows"])
-    )
+    cells = "".join(_lab_table_row(r) for r in reversed(state["rows"]))
     table = (
         "<table><tr><th>augmentations</th><th>tau</th><th>N</th><th>epochs</th>"
         f"<th>LOO kNN</th><th>s</th></tr>{cells}</table>"

@@ -228,6 +228,20 @@ def test_batch_rejects_integer_dtype_other_than_uint8():
         BatchAugment()(torch.zeros(2, 1, 28, 28, dtype=torch.int64))
 
 
+@pytest.mark.parametrize("strength", [0.0, 1.0])
+def test_batch_refuses_float_digits_in_0_to_255_as_preprocess_does(digits, strength):
+    # They passed as 255x too bright: saturated ink at strength 1, values up to 255 at 0.
+    message = r"float digits must lie in \[0, 1\], got values in \[0, 255\]; .* images / 255.0"
+    with pytest.raises(ValueError, match=message):
+        BatchAugment(strength)(digits.float())
+    with pytest.raises(ValueError, match=message):
+        view_transform(strength)(digits[0].float())
+    with pytest.raises(ValueError, match=r"float digits must lie in \[0, 1\]"):
+        BatchAugment(strength)(torch.full((2, 1, 28, 28), float("nan")))
+    unit = BatchAugment(strength)(digits.float() / 255, torch.Generator().manual_seed(0))
+    assert torch.equal(unit, BatchAugment(strength)(digits, torch.Generator().manual_seed(0)))
+
+
 def test_view_transform_rejects_wrong_shape():
     with pytest.raises(ValueError, match=r"\(1, 28, 28\)"):
         view_transform()(torch.zeros(1, 32, 32, dtype=torch.uint8))

@@ -155,6 +155,18 @@ def test_knn_rejects_bad_input():
         knn_accuracy(f, y, torch.randn(10, 3), y)
 
 
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5, True])
+def test_knn_and_embed_reject_a_batch_size_that_is_not_a_positive_int(batch_size):
+    f, y = torch.randn(10, 4), torch.zeros(10, dtype=torch.long)
+    message = r"batch_size \(rows per block\) must be an int >= 1"
+    with pytest.raises(ValueError, match=message):  # range() arg 3 must not be zero, before
+        knn_accuracy(f, y, f, y, batch_size=batch_size)
+    with pytest.raises(ValueError, match=message):
+        nearest_neighbours(f, f, batch_size=batch_size)
+    with pytest.raises(ValueError, match=message):
+        embed(tiny_model(), digits(3), batch_size=batch_size)
+
+
 @pytest.mark.parametrize("k", [2.5, "3", True, None])
 def test_knn_rejects_a_k_that_is_not_an_int(k):
     f, y = torch.randn(10, 4), torch.zeros(10, dtype=torch.long)

@@ -106,6 +106,38 @@ def test_fused_version_equals_nt_xent_in_value_and_gradient(n, temperature):
         nt_xent_fused(z1, z2, float("nan"))
 
 
+def test_fused_version_refuses_second_derivatives_and_points_to_nt_xent():
+    # A Hessian-vector product: the gradient with create_graph=True, then the gradient of
+    # <gradient, v>. nt_xent_fused's backward is written by hand, so it must refuse, not
+    # return the wrong curvature (it once gave 0.28 where nt_xent gives the true value).
+    g = torch.Generator().manual_seed(6)
+    z1, z2 = torch.randn(4, 3, generator=g, requires_grad=True), torch.randn(4, 3, generator=g)
+    v = torch.randn(4, 3, generator=g)
+    (grad,) = torch.autograd.grad(nt_xent_fused(z1, z2, 0.5), z1, create_graph=True)
+    (plain,) = torch.autograd.grad(nt_xent(z1, z2, 0.5), z1, create_graph=True)
+    torch.testing.assert_close(grad, plain, atol=1e-6, rtol=1e-5)  # first order still right
+    assert torch.isfinite(torch.autograd.grad((plain * v).sum(), z1)[0]).all()  # nt_xent can
+    with pytest.raises(NotImplementedError, match="no second derivatives.*use nt_xent"):
+        torch.autograd.grad((grad * v).sum(), z1)
+    with pytest.raises(NotImplementedError, match="use nt_xent"):  # torch's own HVP
+        torch.autograd.functional.hvp(lambda z: nt_xent_fused(z, z2, 0.5), z1.detach(), v)
+
+
+@pytest.mark.parametrize(
+    "z1,z2,message",
+    [
+        (torch.zeros(4, 3), torch.zeros(5, 3), "same shape"),
+        (torch.ones(4, 3), torch.ones(4, 2), "same shape"),
+        (torch.zeros(4), torch.zeros(4), "2-D"),
+        (torch.zeros(0, 3), torch.zeros(0, 3), "empty batch"),
+        (torch.full((4, 3), float("nan")), torch.ones(4, 3), "NaN"),
+    ],
+)
+def test_contrastive_accuracy_names_the_problem(z1, z2, message):
+    with pytest.raises(ValueError, match=message):  # not a RuntimeError from deep inside
+        contrastive_accuracy(z1, z2)
+
+
 def test_is_the_cross_entropy_of_the_masked_logits():
     from simclr_teach.loss import positive_index, similarity_logits
 

@@ -102,6 +102,37 @@ def test_positives_only_is_minimal_when_everything_is_one_point():
         positives_only_loss(torch.ones(8, 4), torch.ones(7, 4))
 
 
+@pytest.mark.parametrize("temperature", [0.0, -0.5, float("nan"), float("inf")])
+def test_positives_only_validates_the_temperature_as_nt_xent_does(temperature):
+    z = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    for loss in (positives_only_loss, nt_xent):  # tau = 0 gave -inf here
+        with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+            loss(z, z, temperature)
+
+
+@pytest.mark.parametrize(
+    "p,z",
+    [
+        (torch.ones(4, 3), torch.ones(5, 3)),
+        (torch.ones(4, 3), torch.ones(4, 2)),
+        (torch.ones(4, 3), torch.ones(1, 3)),  # broadcast silently before
+        (torch.ones(3), torch.ones(3)),
+        (torch.ones(0, 3), torch.ones(0, 3)),  # NaN before
+    ],
+)
+def test_negative_cosine_names_mismatched_shapes(p, z):
+    with pytest.raises(ValueError, match=r"p and z must be \(N, D\) of one shape with N >= 1"):
+        negative_cosine(p, z)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_effective_rank_names_non_finite_features(bad):
+    features = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    features[2, 1] = bad  # the SVD failed with LinAlgError
+    with pytest.raises(ValueError, match="features contain NaN or inf"):
+        effective_rank(features)
+
+
 def test_effective_rank_counts_the_directions_used():
     assert effective_rank(torch.eye(6)) == pytest.approx(6.0, rel=1e-5)  # 6 even directions
     collapsed = torch.ones(50, 6) + 1e-7 * torch.randn(50, 6, generator=torch.Generator())
@@ -184,6 +215,29 @@ def test_momentum_update_is_exact():
     assert all(torch.equal(t, o) for t, o in pairs)
     with pytest.raises(ValueError, match="momentum"):
         momentum_update(target, online, 1.5)
+
+
+@pytest.mark.parametrize(
+    "online,message",
+    [
+        (nn.Linear(3, 4), r"parameter 0 has shape \(2, 3\) in target and \(4, 3\) in online"),
+        (nn.Linear(3, 2, bias=False), "they have 2 and 1 parameter tensors"),
+        (nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(4)), "2 and 4 parameter tensors"),
+    ],
+)
+def test_momentum_update_names_where_the_architectures_differ(online, message):
+    target = nn.Linear(3, 2)
+    before = copy.deepcopy(target)
+    with pytest.raises(ValueError, match=f"one architecture.*{message}.*copy.deepcopy"):
+        momentum_update(target, online, 0.9)
+    pairs = zip(target.parameters(), before.parameters(), strict=True)
+    assert all(torch.equal(t, b) for t, b in pairs)  # refused before touching the target
+
+
+def test_momentum_update_names_mismatched_buffers():
+    target, online = nn.BatchNorm1d(2, affine=False), nn.BatchNorm1d(3, affine=False)
+    with pytest.raises(ValueError, match=r"buffer 0 has shape \(2,\) in target and \(3,\)"):
+        momentum_update(target, online, 0.9)
 
 
 def test_momentum_update_matches_lightly():

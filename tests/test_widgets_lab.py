@@ -77,3 +77,24 @@ def test_lab_and_temperature_explorer_share_one_slider_and_the_sweep_batch_sizes
         sorted({*lab.BATCH_SIZES, TINY.batch_size})
     )
     explorer.close()
+
+
+def test_lab_caption_escapes_run_labels_from_the_results_file(tmp_path):
+    markup = "<img src=x onerror=alert(1)>"
+    row = {column: 0 for column in lab.COLUMNS}
+    row.update(
+        grid="lab",
+        label=markup,
+        temperature=0.5,
+        batch_size=64,
+        epochs=1,
+        loo_knn=0.5,
+        train_seconds=1.0,
+        key="edited by hand",
+    )
+    lab.LabResults(tmp_path / lab.RESULTS_FILE).add(row)
+    explorer = training_lab(tmp_path, base=TINY)
+    caption = explorer.caption.value
+    assert "<td>&lt;img src=x onerror=alert(1)&gt;</td>" in caption  # the results table
+    assert "<img" not in caption
+    explorer.close()

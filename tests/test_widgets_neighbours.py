@@ -126,6 +126,14 @@ def test_explorer_caption_counts_neighbours_with_the_query_label(setting):
     unlabelled.close()
 
 
+def test_explorer_caption_escapes_the_names_of_the_spaces(setting):
+    spaces = {"<img src=x onerror=alert(1)>": setting["spaces"]["learned"]}
+    explorer = neighbours_explorer(**{**setting, "spaces": spaces}, k=5, index=1)
+    assert "&lt;img src=x onerror=alert(1)&gt;: <b>5/5</b>" in explorer.caption.value
+    assert "<img" not in explorer.caption.value
+    explorer.close()
+
+
 def test_explorer_rejects_features_that_do_not_match_the_images(setting):
     with pytest.raises(ValueError, match="one feature row per digit"):
         neighbours_explorer(setting["query_images"], setting["bank_images"][:10], setting["spaces"])
