@@ -78,9 +78,10 @@ bench: setup  ## benchmarks (see benchmarks/README.md)
 	$(PY) -m benchmarks
 
 # Student versions of the exercises (nbgrader): an nbgrader course in assignments/ (git-ignored),
-# one assignment per notebook with graded exercises; hand out assignments/release/.
-assignments: setup  ## student versions of the exercises, with nbgrader
-	$(PY) scripts/assignments.py
+# one assignment per notebook with graded exercises; hand out assignments/release/. Run again, it
+# refuses to replace an edited assignments/source/ unless FORCE=1.
+assignments: setup  ## student versions of the exercises, with nbgrader (FORCE=1: replace edits)
+	$(PY) scripts/assignments.py$(if $(filter-out 0,$(FORCE)), --force)
 
 lint: setup  ## ruff: the lint rules and the formatting of pyproject.toml (notebooks excluded)
 	$(VENV)/bin/ruff check .

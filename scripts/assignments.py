@@ -13,6 +13,12 @@ exercises carry nbgrader metadata into one nbgrader assignment, in an nbgrader c
 
 The instructor then runs nbgrader's own commands in `assignments/` (collect, autograde,
 generate_feedback); see README, "Exercises". `autograde` below is what the tests use.
+
+Run again, it regenerates `source/` and `release/` from `notebooks/` and keeps the gradebook and
+everything else in the folder. An instructor may edit the source version (that is what
+nbgrader's source folder is for): a `source/<notebook>/` or `nbgrader_config.py` that differs
+from what would be generated (edited, or with extra files) is an error, and nothing is
+written; `make assignments FORCE=1` (`--force`) replaces them.
 """
 
 from __future__ import annotations
@@ -69,8 +75,49 @@ def _check(result: dict, what: str) -> None:
         raise RuntimeError(f"nbgrader {what} failed:\n{result.get('error') or result.get('log')}")
 
 
-def generate(root: Path = DEFAULT_ROOT, notebooks: list[Path] | None = None) -> list[Path]:
+def _source_files(notebook: Path) -> dict[str, Path]:
+    """What ``generate`` writes to ``source/<name>/``: relative path -> the file it copies."""
+    files = {notebook.name: notebook}
+    results = NOTEBOOKS / "results"  # committed results some notebooks read
+    if results.is_dir():
+        files["results"] = results
+        for path in sorted(results.rglob("*")):  # a folder before what it holds
+            files[str(Path("results") / path.relative_to(results))] = path
+    return files
+
+
+def _same(folder: Path, files: dict[str, Path]) -> bool:
+    """Whether ``folder`` holds exactly ``files`` (relative path -> original), byte for byte."""
+    here = {str(path.relative_to(folder)) for path in folder.rglob("*")}
+    return here == set(files) and all(
+        source.is_dir() == (folder / name).is_dir()
+        and (source.is_dir() or (folder / name).read_bytes() == source.read_bytes())
+        for name, source in files.items()
+    )
+
+
+def edited(root: Path, notebooks: list[Path]) -> list[Path]:
+    """The files and folders of ``root`` that ``generate`` would replace and that differ from
+    what it writes (an instructor's edits or extra files): ``nbgrader_config.py`` and
+    ``source/<name>/``, where they exist."""
+    config = Path(root) / "nbgrader_config.py"
+    changed = [config] if config.exists() and config.read_bytes() != CONFIG.encode() else []
+    for notebook in notebooks:
+        source = Path(root) / "source" / notebook.stem
+        if source.exists() and not _same(source, _source_files(notebook)):
+            changed.append(source)
+    return changed
+
+
+def generate(
+    root: Path = DEFAULT_ROOT, notebooks: list[Path] | None = None, force: bool = False
+) -> list[Path]:
     """Build the course folder at ``root`` and release one assignment per graded notebook.
+
+    ``root`` may hold an earlier course: its gradebook, submissions and other files are kept,
+    and the source versions and ``nbgrader_config.py`` are written again. Where those differ
+    from what would be written (``edited``), nothing is written and RuntimeError names them,
+    unless ``force``, which replaces them.
 
     Returns the student notebooks (``root/release/<name>/<name>.ipynb``).
     """
@@ -78,6 +125,14 @@ def generate(root: Path = DEFAULT_ROOT, notebooks: list[Path] | None = None) -> 
     notebooks = graded_notebooks() if notebooks is None else notebooks
     if not notebooks:
         raise RuntimeError(f"no notebook in {NOTEBOOKS} has nbgrader cells")
+    changed = [] if force else edited(root, notebooks)
+    if changed:
+        more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+        raise RuntimeError(
+            f"{changed[0]}{more} differs from what make assignments generates (edited, or "
+            "with extra files), so it was left as it is; to replace it with the generated "
+            "version, run make assignments FORCE=1"
+        )
     root.mkdir(parents=True, exist_ok=True)
     (root / "nbgrader_config.py").write_text(CONFIG)
     api = _api(root)
@@ -85,11 +140,13 @@ def generate(root: Path = DEFAULT_ROOT, notebooks: list[Path] | None = None) -> 
     for notebook in notebooks:
         name = notebook.stem
         source = root / "source" / name
-        shutil.rmtree(source, ignore_errors=True)
+        shutil.rmtree(source, ignore_errors=True)  # checked above: the generated one, or forced
         source.mkdir(parents=True)
-        shutil.copy2(notebook, source / notebook.name)
-        if (NOTEBOOKS / "results").is_dir():  # committed results some notebooks read
-            shutil.copytree(NOTEBOOKS / "results", source / "results")
+        for relative, original in _source_files(notebook).items():
+            if original.is_dir():
+                (source / relative).mkdir()
+            else:
+                shutil.copy2(original, source / relative)
         _check(api.generate_assignment(name, force=True), f"generate_assignment {name}")
         released.append(root / "release" / name / notebook.name)
     return released
@@ -123,8 +180,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", type=Path, default=DEFAULT_ROOT, help="course folder (default: %(default)s)"
     )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="replace source versions and nbgrader_config.py that differ from the generated ones "
+        "(make assignments FORCE=1)",
+    )
     args = parser.parse_args(argv)
-    for path in generate(args.root):
+    try:
+        released = generate(args.root, force=args.force)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path in released:
         print(f"student version: {path.relative_to(REPO) if path.is_relative_to(REPO) else path}")
     return 0
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,7 +88,10 @@ def _parser() -> argparse.ArgumentParser:
         "--grid", nargs="+", choices=GRIDS, required=True, help="grids to run, in order"
     )
     sweep.add_argument(
-        "--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)"
+        "--out",
+        type=Path,
+        required=True,
+        help="CSV to write once complete; the command goes beside it (.csv -> .txt)",
     )
     sweep.add_argument("--cache", type=Path, default=None, help="run cache (default: runs/cache)")
     sweep.add_argument("--no-progress", action="store_true", help="no progress output")
@@ -101,7 +106,10 @@ def _parser() -> argparse.ArgumentParser:
         "on a few labels per class (05), to a CSV",
     )
     few.add_argument(
-        "--out", type=Path, required=True, help="CSV to write (and OUT.txt: the command)"
+        "--out",
+        type=Path,
+        required=True,
+        help="CSV to write once complete; the command goes beside it (.csv -> .txt)",
     )
     few.add_argument(
         "--checkpoint",
@@ -286,6 +294,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _command(argv: list[str]) -> str:
+    """The command line that reruns ``argv``, quoted for a shell (an --out with a space)."""
+    return shlex.join(["python", "-m", "simclr_teach", *argv])
+
+
 def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from simclr_teach.lab import LAB_BASE, sweep
     from simclr_teach.train import TrainConfig
@@ -305,18 +318,24 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
         args.cache,
         base,
         progress=not args.no_progress,
-        command="python -m simclr_teach " + " ".join(argv),
+        command=_command(argv),
     )
     print(f"wrote {len(rows)} runs to {args.out} (command in {args.out.with_suffix('.txt')})")
     return 0
 
 
-def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
+def _few_label_rows(
+    args: argparse.Namespace, rows: list[dict], save: Callable[[str], None]
+) -> dict[str, object]:
+    """Run the study of ``few-labels``, appending to ``rows`` and saving the table after each.
+
+    Returns the facts of the run note: the model's config, the data, rows and minutes.
+    """
     from simclr_teach.checkpoint import load_checkpoint
     from simclr_teach.data import load_mnist
     from simclr_teach.protocol import FEW_LABEL_COLUMNS, few_label_study
     from simclr_teach.train import TrainConfig, load_model, load_or_train
-    from simclr_teach.utils import atomic_write_csv, atomic_write_text, run_note
+    from simclr_teach.utils import csv_text
 
     if args.checkpoint is None:
         config = TrainConfig()
@@ -325,11 +344,11 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
         config = TrainConfig.from_dict(load_checkpoint(args.checkpoint)["config"])
         model = load_model(args.checkpoint)
     data = load_mnist(config.data)
-    rows, start = [], time.perf_counter()
+    start = time.perf_counter()
 
     def report(row: dict) -> None:
         rows.append(row)
-        atomic_write_csv(args.out, rows, FEW_LABEL_COLUMNS, digits=4)
+        save(csv_text(rows, FEW_LABEL_COLUMNS, digits=4))
         print(
             f"{row['per_class']:4d} per class, seed {row['seed']}: {row['method']:18s} "
             f"test {row['test_accuracy']:.1%} ({row['choice']})",
@@ -347,14 +366,40 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
         steps=args.steps,
         progress=report,
     )
-    note = run_note(
-        "python -m simclr_teach " + " ".join(argv),
-        model=asdict(config),
-        data=data.name,
-        rows=len(rows),
-        minutes=round((time.perf_counter() - start) / 60, 1),
+    minutes = round((time.perf_counter() - start) / 60, 1)
+    return {"model": asdict(config), "data": data.name, "rows": len(rows), "minutes": minutes}
+
+
+def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
+    from simclr_teach.protocol import check_few_label_arguments
+    from simclr_teach.utils import (
+        atomic_write_text,
+        note_path,
+        partial_path,
+        run_note,
+        writing_results,
     )
-    atomic_write_text(args.out.with_suffix(".txt"), note)
+
+    note = note_path(args.out)  # every argument is checked before a model is trained
+    check_few_label_arguments(args.budgets, args.seeds, steps=args.steps)
+    partial = partial_path(args.out)
+    busy = (
+        f"another process is writing {args.out} (its rows so far: {partial}); wait for it to "
+        "finish, or pass another --out"
+    )
+    rows: list[dict] = []
+    with writing_results(args.out, busy) as save:  # args.out is replaced once every row is in
+        try:
+            facts = _few_label_rows(args, rows, save)
+        except BaseException:
+            if rows:  # these rows are kept nowhere else: say where they are
+                print(
+                    f"{args.out} is unchanged; the {len(rows)} rows computed before it stopped "
+                    f"are in {partial}",
+                    file=sys.stderr,
+                )
+            raise
+        atomic_write_text(note, run_note(_command(argv), **facts))
     print(f"wrote {len(rows)} rows to {args.out} (command in {args.out.with_suffix('.txt')})")
     return 0
 

@@ -12,6 +12,7 @@ Taught in 06_temperature_augmentation_lab; ``widgets.training_lab`` is its inter
 from __future__ import annotations
 
 import json
+import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, replace
@@ -22,7 +23,15 @@ import torch
 
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
-from simclr_teach.utils import atomic_write_csv, atomic_write_text, locked, run_note
+from simclr_teach.utils import (
+    atomic_write_text,
+    csv_text,
+    locked,
+    note_path,
+    partial_path,
+    run_note,
+    writing_results,
+)
 
 # The lab's run: the course's model at half width and 8 epochs, so a student waits seconds for
 # a run (each row of notebooks/results/lab_sweep.csv records its train_seconds). Every field
@@ -371,10 +380,13 @@ def sweep(
     progress: bool = True,
     command: str = "",
 ) -> list[dict]:
-    """Run the named grids, one lab run after another, writing ``out`` (CSV) after each run.
+    """Run the named grids, one lab run after another, and write their scores to ``out`` (CSV).
 
     Runs already in the cache are not trained again, so an interrupted sweep continues where it
-    stopped. Beside the CSV, ``<out>.txt`` records the command, machine and time it took.
+    stopped. The rows so far are in ``<out>.partial`` while it runs; ``out`` is replaced only
+    when the sweep is complete, and a second sweep writing the same ``out`` meanwhile is an
+    error (``utils.writing_results``). Beside the CSV, ``<out stem>.txt`` records the command,
+    machine and time it took (``utils.note_path``: an ``out`` ending in .txt is an error).
 
     Args:
         grids: names from GRIDS. out: the CSV path. cache_dir: run cache (default runs/cache).
@@ -387,24 +399,34 @@ def sweep(
     grids = list(grids)
     configs = [(grid, config) for grid in grids for config in sweep_configs(grid, base)]
     out, rows, start = Path(out), [], time.perf_counter()
-    for i, (grid, config) in enumerate(configs, 1):
-        row = lab_run(config, cache_dir, progress=progress, grid=grid, base=base)
-        rows.append(row)
-        atomic_write_csv(out, rows, COLUMNS)
-        if progress:
-            print(
-                f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} N={config.batch_size} "
-                f"{row['label']}: LOO kNN {row['loo_knn']:.1%}",
-                flush=True,
-            )
-    command = command or f"python -m simclr_teach sweep --grid {' '.join(grids)} --out {out}"
-    facts = {
-        "base": asdict(base),
-        "runs": len(rows),
-        "training minutes (sum over runs)": round(sum(r["train_seconds"] for r in rows) / 60, 1),
-        "minutes of this call (cached runs are not trained again)": round(
-            (time.perf_counter() - start) / 60, 1
-        ),
-    }
-    atomic_write_text(out.with_suffix(".txt"), run_note(command, **facts))
+    note = note_path(out)  # an out the note would overwrite fails before the first run
+    command = command or shlex.join(
+        ["python", "-m", "simclr_teach", "sweep", "--grid", *grids, "--out", str(out)]
+    )
+    busy = (
+        f"another process is writing {out} (its rows so far: {partial_path(out)}); wait for "
+        "it to finish, or pass another --out"
+    )
+    with writing_results(out, busy) as save:
+        for i, (grid, config) in enumerate(configs, 1):
+            row = lab_run(config, cache_dir, progress=progress, grid=grid, base=base)
+            rows.append(row)
+            save(csv_text(rows, COLUMNS))
+            if progress:
+                print(
+                    f"[{i}/{len(configs)}] {grid}: tau={config.temperature:g} "
+                    f"N={config.batch_size} {row['label']}: LOO kNN {row['loo_knn']:.1%}",
+                    flush=True,
+                )
+        facts = {
+            "base": asdict(base),
+            "runs": len(rows),
+            "training minutes (sum over runs)": round(
+                sum(r["train_seconds"] for r in rows) / 60, 1
+            ),
+            "minutes of this call (cached runs are not trained again)": round(
+                (time.perf_counter() - start) / 60, 1
+            ),
+        }
+        atomic_write_text(note, run_note(command, **facts))
     return rows

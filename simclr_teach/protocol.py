@@ -369,6 +369,44 @@ FEW_LABEL_COLUMNS = (
 )
 
 
+def check_few_label_arguments(
+    budgets: Sequence[int],
+    seeds: Sequence[int],
+    strengths: Sequence[float] = STRENGTHS,
+    steps: int = STEPS,
+    eval_every: int = EVAL_EVERY,
+) -> None:
+    """Raise ValueError for an argument ``few_label_study`` would fail on only after some rows.
+
+    It checks them first; ``python -m simclr_teach few-labels`` too, before training a model.
+    """
+    from simclr_teach.augment import AugmentParams
+    from simclr_teach.utils import MAX_SEED
+
+    def whole(value: object, low: int, high: float = math.inf) -> bool:
+        is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+        return is_int and low <= value <= high
+
+    if not budgets or not all(whole(b, 1) for b in budgets):
+        raise ValueError(
+            f"budgets must be labelled digits per class, integers >= 1, got {list(budgets)}; "
+            f"pass e.g. {' '.join(map(str, FEW_LABEL_BUDGETS))}"
+        )
+    if not seeds or not all(whole(s, 0, MAX_SEED) for s in seeds):
+        raise ValueError(
+            f"seeds must be integers in [0, 2**32 - 1], got {list(seeds)}; pass e.g. 0 1 2"
+        )
+    if not (whole(steps, 1) and whole(eval_every, 1)):
+        raise ValueError(
+            f"steps and eval_every must be integers >= 1, got steps={steps}, "
+            f"eval_every={eval_every}; the defaults are {STEPS} and {EVAL_EVERY}"
+        )
+    if not strengths:
+        raise ValueError(f"strengths must hold at least one value, e.g. {list(STRENGTHS)}")
+    for strength in strengths:
+        AugmentParams.at_strength(strength)  # a strength out of range raises here, naming it
+
+
 @memoised
 def few_label_study(
     model: nn.Module,
@@ -424,6 +462,7 @@ def few_label_study(
     from simclr_teach.finetune import classifier_accuracy, train_classifier
     from simclr_teach.train import validation_split
 
+    check_few_label_arguments(budgets, seeds, strengths, steps, eval_every)  # before any row
     train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels)
     width = width or model.encoder.out_dim // 4
     val = validation_split(train_labels)

@@ -401,6 +401,13 @@ def atomic_write_csv(
 ) -> Path:
     """Rows (dicts; keys outside ``columns`` ignored) to a CSV file atomically; floats rounded
     to ``digits`` decimals if given. The committed result tables are written this way."""
+    return atomic_write_text(path, csv_text(rows, columns, digits))
+
+
+def csv_text(
+    rows: Iterable[Mapping[str, Any]], columns: Sequence[str], digits: int | None = None
+) -> str:
+    """The CSV file ``atomic_write_csv`` writes, as text: a header, then one line per row."""
     buffer = io.StringIO()
     writer = csv.DictWriter(
         buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
@@ -413,4 +420,86 @@ def atomic_write_csv(
                 for k, v in row.items()
             }
         )
-    return atomic_write_text(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+# --- result tables: the sweep and few-labels ---------------------------------------------------
+
+
+def note_path(out: str | Path) -> Path:
+    """Where the run note (``run_note``) of the result table ``out`` goes: ``out`` with ``.txt``.
+
+    Raises:
+        ValueError for an ``out`` the note would overwrite (one ending in .txt) or a folder,
+        before any work is done.
+    """
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; pass a CSV file path to --out, e.g. {out / 'r.csv'}")
+    if out.suffix.lower() == ".txt":
+        raise ValueError(
+            f"{out} ends in .txt, the name of the run note written beside the results, which "
+            f"would overwrite them; pass a .csv path to --out, e.g. {out.with_suffix('.csv')}"
+        )
+    return out.with_suffix(".txt")
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where ``writing_results`` keeps the rows of ``out`` until the table is complete."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
+def _lock_file(path: Path, busy: str) -> int:
+    """A descriptor of ``path`` (created if missing), exclusively locked; or BlockingIOError."""
+    import fcntl  # Linux and macOS
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # 0666 minus the umask
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise BlockingIOError(busy or f"{path} is locked by another process") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # a finishing writer removed the file between our open and lock: again
+
+
+@contextmanager
+def writing_results(out: str | Path, busy: str = "") -> Iterator[Callable[[str], None]]:
+    """Write the table ``out`` whole or not at all, one process at a time (sweep, few-labels).
+
+    Yields ``save(text)``: the table so far, written to ``partial_path(out)`` after each row,
+    so a run that stops keeps its rows there. When the block ends without an error, the last
+    text saved replaces ``out`` atomically and the partial file goes; until then an existing
+    ``out`` stays as it was. The partial file is locked (``flock``, like ``locked``) for the
+    block: a second process writing the same ``out`` gets ``BlockingIOError(busy)`` at once.
+    """
+    out = Path(out)
+    partial = partial_path(out)
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    fd = _lock_file(partial, busy)
+    saved: list[str] = []  # the last text saved
+
+    def save(text: str) -> None:
+        data = text.encode("utf-8")
+        os.ftruncate(fd, 0)  # in place: the locked file must stay the one at this path
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+        saved[:] = [text]
+
+    try:
+        yield save
+        if saved:
+            atomic_write_text(out, saved[0])
+        partial.unlink()  # before the lock is released: a newcomer then makes a new one
+    except BaseException:
+        if not saved:
+            partial.unlink(missing_ok=True)  # no row to keep
+        raise
+    finally:
+        os.close(fd)  # closing releases the lock
