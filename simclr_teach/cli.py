@@ -302,12 +302,8 @@ def _command(argv: list[str]) -> str:
 def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     from simclr_teach.lab import LAB_BASE, sweep
     from simclr_teach.train import TrainConfig
+    from simclr_teach.utils import note_path
 
-    if args.out.is_dir():  # before the first run trains, not when its row is written
-        raise IsADirectoryError(
-            f"{args.out} is a folder, but sweep writes a CSV file; pass a file path, "
-            f"e.g. --out {args.out / 'sweep.csv'}"
-        )
     given = vars(args)
     base = replace(
         LAB_BASE, **{f.name: given[f.name] for f in fields(TrainConfig) if f.name in given}
@@ -320,7 +316,7 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
         progress=not args.no_progress,
         command=_command(argv),
     )
-    print(f"wrote {len(rows)} runs to {args.out} (command in {args.out.with_suffix('.txt')})")
+    print(f"wrote {len(rows)} runs to {args.out} (command in {note_path(args.out)})")
     return 0
 
 
@@ -400,7 +396,7 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
                 )
             raise
         atomic_write_text(note, run_note(_command(argv), **facts))
-    print(f"wrote {len(rows)} rows to {args.out} (command in {args.out.with_suffix('.txt')})")
+    print(f"wrote {len(rows)} rows to {args.out} (command in {note})")
     return 0
 
 

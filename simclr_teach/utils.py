@@ -435,7 +435,9 @@ def note_path(out: str | Path) -> Path:
     """
     out = Path(out)
     if out.is_dir():
-        raise ValueError(f"{out} is a folder; pass a CSV file path to --out, e.g. {out / 'r.csv'}")
+        raise ValueError(
+            f"{out} is a folder; pass a CSV file path to --out, e.g. --out {out / 'results.csv'}"
+        )
     if out.suffix.lower() == ".txt":
         raise ValueError(
             f"{out} ends in .txt, the name of the run note written beside the results, which "

@@ -418,7 +418,7 @@ def test_sweep_into_a_folder_fails_before_training(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(lab, "lab_run", lambda *a, **k: pytest.fail("trained a run first"))
     assert main(["sweep", "--grid", "seeds", "--out", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert f"{tmp_path} is a folder" in err and f"--out {tmp_path / 'sweep.csv'}" in err
+    assert f"{tmp_path} is a folder" in err and f"--out {tmp_path / 'results.csv'}" in err
 
 
 def test_full_disk_names_the_file(tmp_path, capsys, monkeypatch):
