@@ -92,6 +92,8 @@ COLUMNS = [
     "train_seconds",
     "key",
 ]
+# the columns the lab plots and compares: numbers in every row
+NUMBER_COLUMNS = [c for c in COLUMNS if c not in ("grid", "label", "ablated", "key")]
 
 
 def lab_config(values: Mapping[str, Any], base: TrainConfig = LAB_BASE) -> TrainConfig:
@@ -185,6 +187,17 @@ class LabResults:
             raise ValueError(
                 f"{where} is not a lab result (missing {missing}); move {self.path} "
                 "away and the lab scores its runs again from the cached checkpoints"
+            )
+        wrong = [
+            c
+            for c in NUMBER_COLUMNS
+            if isinstance(row[c], bool) or not isinstance(row[c], (int, float))
+        ]
+        if wrong:
+            raise ValueError(
+                f"{where} is not a lab result ({', '.join(f'{c}={row[c]!r}' for c in wrong)}: "
+                f"not numbers); move {self.path} away and the lab scores its runs again from "
+                "the cached checkpoints"
             )
 
     def rows(self) -> list[dict[str, Any]]:

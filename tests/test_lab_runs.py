@@ -163,6 +163,14 @@ def test_results_store_replaces_by_key_and_rejects_garbage(tmp_path):
             r"row 0 of .*r.json is not a lab result \(missing \['ablated'",
         ),
         ('{"runs": ["a"]}', r"row 0 of .*r.json is not a lab result"),
+        (
+            json.dumps({"runs": [result("a", batch_size="64")]}),
+            r"row 0 of .*r.json is not a lab result \(batch_size='64': not numbers\)",
+        ),
+        (
+            json.dumps({"runs": [result("a", temperature=None, seed=True)]}),
+            r"row 0 of .*r.json is not a lab result \(temperature=None, seed=True: not numbers\)",
+        ),
         ('{"runs": 3}', r"r.json is not a lab results file \(\"runs\" is not a list\)"),
         ("[1, 2]", r"r.json is not a lab results file"),
         ('{"rows": []}', r"r.json is not a lab results file"),
