@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBTIMEOUT ?= 1800
 
-.PHONY: setup lab test test-unit test-notebooks test-variant test-browser notebooks bench lint assignments clean
+.PHONY: setup lab test test-unit test-notebooks test-variant test-browser notebooks notebook-times bench lint assignments clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
 # requirements.txt or pyproject.toml change, so it is fast when already done.
@@ -72,6 +72,10 @@ notebooks: setup  ## re-execute notebooks in place (all, or NB=notebooks/06_*.ip
 	    --ExecutePreprocessor.timeout=$(NBTIMEOUT) "$$nb" || exit 1; \
 	done
 	$(VENV)/bin/nbstripout --keep-output --keep-count $(NB)
+
+# How long each notebook takes on a fresh clone (empty run cache) and warm: a table in README.
+notebook-times: setup  ## time every notebook, cold and warm (~15 min), and update README's table
+	$(PY) scripts/notebook_times.py --readme
 
 bench: setup  ## benchmarks (see benchmarks/README.md)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt

@@ -16,5 +16,6 @@ BENCHMARKS = {
     "frontier": "benchmarks.frontier",
     "busy_cpu": "benchmarks.busy_cpu",
     "peer": "benchmarks.peer_lightly",
+    "default_run": "benchmarks.default_run",
 }
-DEFAULT = ["augment", "loss", "train", "time_to_accuracy", "busy_cpu", "peer"]
+DEFAULT = ["augment", "loss", "train", "time_to_accuracy", "busy_cpu", "peer", "default_run"]

@@ -36,6 +36,21 @@ def cpu_model() -> str:
     return match.group(1).strip() if match else platform.processor() or "unknown"
 
 
+# The instruction sets that decide a CPU's kernels here: AVX-512 and its bfloat16, and AMX.
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """Which of CPU_FLAGS /proc/cpuinfo lists (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    match = re.search(r"^flags\s*:\s*(.+)$", text, re.MULTILINE)
+    present = set(match.group(1).split()) if match else set()
+    return [flag for flag in CPU_FLAGS if flag in present]
+
+
 def machine_info() -> dict[str, Any]:
     """Where and when the numbers were measured; stored with every result."""
     import torchvision
@@ -50,6 +65,7 @@ def machine_info() -> dict[str, Any]:
         memory_gib = float("nan")
     return {
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cores": cores,
         "logical_cpus": os.cpu_count(),
         "memory_gib": round(memory_gib, 1),
@@ -66,8 +82,10 @@ def machine_info() -> dict[str, Any]:
 
 def describe_machine(info: Mapping[str, Any]) -> str:
     """One line for a table caption."""
+    flags = info.get("cpu_flags")  # results saved before 2026-12-05 lack it
+    cpu = f"{info['cpu']} ({' '.join(flags) or 'no AVX2'})" if flags is not None else info["cpu"]
     return (
-        f"{info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, "
+        f"{cpu}, {info['cores']} cores, {info['memory_gib']} GiB, "
         f"torch {info['torch']} ({info['torch_threads']} threads), Python {info['python']}, "
         f"load average {info['load_average_1min']} at start, {info['date']}"
     )

@@ -51,6 +51,7 @@ class Stepper:
         bf16: forward and loss under torch.autocast("cpu", dtype=torch.bfloat16); nt_xent
             still computes in float32.
         bookkeeping: do loss.item() and contrastive_accuracy every step, as train_simclr.
+        pool_first: override ``config.pool_first`` (None keeps it).
     """
 
     def __init__(
@@ -64,7 +65,10 @@ class Stepper:
         compile_model: bool = False,
         bookkeeping: bool = True,
         bf16: bool = False,
+        pool_first: bool | None = None,
     ) -> None:
+        if pool_first is not None:  # the encoder's block order (model.ConvEncoder)
+            config = replace(config, pool_first=pool_first)
         seed_everything(config.seed)
         self.model = build_model(config).train()
         self.format = torch.channels_last if channels_last else torch.contiguous_format
@@ -150,6 +154,25 @@ def profile(stepper: Stepper, steps: int, warmup: int) -> dict[str, dict[str, fl
     }
 
 
+def operator_shares(stepper: Stepper, steps: int) -> list[tuple[str, float]]:
+    """Share of the self CPU time of ``steps`` steps per operator (torch.profiler), largest first.
+
+    Shows whether the convolutions or the memory-bound layers around them (BatchNorm, ReLU,
+    pooling) take a step's time: on a 2-core CPU the latter, which is why ``ConvEncoder`` pools
+    first.
+    """
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    stepper.step()  # warm-up outside the profile
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            stepper.step()
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events) or 1.0
+    return sorted(((k, t / total) for k, t in events), key=lambda kt: -kt[1])
+
+
 def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
     """Profile of the default step, speed-up variants side by side, compile break-even, embed."""
     result = new_result(NAME, TITLE, quick)
@@ -191,6 +214,19 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         ],
     )
     result["data"]["phases_ms"] = phases
+    for pool_first in (True, False):  # which operators take the time, in both block orders
+        operators = operator_shares(
+            Stepper(config, images, channels_last=True, bf16=True, pool_first=pool_first), steps
+        )
+        order = "pool first (now)" if pool_first else "pool after BN and ReLU (before 2026-12-05)"
+        add_table(
+            result,
+            f"Operators of a step, {order}, channels_last + bf16 (torch.profiler, self CPU time "
+            f"over {steps} steps; the ten largest)",
+            ["operator", "% of the step"],
+            [[name, f"{100 * share:.0f}"] for name, share in operators[:10]],
+        )
+        result["data"][f"operators_pool_first_{pool_first}"] = operators
 
     # 2. one real train_simclr epoch, to check the written-out step against the package
     seed_everything(config.seed)
@@ -212,6 +248,9 @@ def run(quick: bool = False, out_dir: str | Path = RESULTS) -> dict[str, Any]:
         "no per-step bookkeeping": dict(bookkeeping=False),
         "bf16 autocast": dict(bf16=True),
         "channels_last + bf16 autocast (as train_simclr now)": dict(channels_last=True, bf16=True),
+        "channels_last + bf16 autocast, pool after BN and ReLU (before 2026-12-05)": dict(
+            channels_last=True, bf16=True, pool_first=False
+        ),
     }
     steppers = {name: Stepper(config, images, **kwargs) for name, kwargs in variants.items()}
     calls = {name: s.steps(unit) for name, s in steppers.items()}

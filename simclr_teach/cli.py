@@ -51,7 +51,7 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, defaults: o
 
 def _parser() -> argparse.ArgumentParser:
     from simclr_teach.augment import AugmentParams
-    from simclr_teach.train import CHOICES, TrainConfig
+    from simclr_teach.train import CHOICES, MONITOR_POINTS, TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="python -m simclr_teach", description="Train and evaluate SimCLR on MNIST."
@@ -68,6 +68,13 @@ def _parser() -> argparse.ArgumentParser:
         help="gpu: full MNIST, wider encoder, batch 1024 (flags still override)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--monitor-points",
+        type=int,
+        default=MONITOR_POINTS,
+        help=f"about how many epochs the kNN monitor scores (default {MONITOR_POINTS}; "
+        "--monitor-points EPOCHS scores every epoch)",
+    )
     _add_dataclass_flags(train, TrainConfig, TrainConfig())
     _add_dataclass_flags(
         train.add_argument_group("augmentations at strength 1"), AugmentParams, AugmentParams()
@@ -150,12 +157,12 @@ def _train(args: argparse.Namespace) -> int:
     out = check_run_folder(args.out)  # so does a folder the run cannot write
     try:
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for all
-            return _train_in(out, config, args.no_progress)
+            return _train_in(out, config, args.no_progress, args.monitor_points)
         busy = (
             f"another process is training into {out}; wait for it to finish, or pass another --out"
         )
         with locked(out, wait=False, busy=busy):
-            return _train_in(out, config, args.no_progress)
+            return _train_in(out, config, args.no_progress, args.monitor_points)
     finally:
         if os.environ.get("RANK", "0") == "0":
             _remove_empty(made)  # a run that failed before its first checkpoint leaves no folder
@@ -170,7 +177,7 @@ def _remove_empty(folders: list[Path]) -> None:
             return  # not empty (or gone): nor are the folders above it
 
 
-def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
+def _train_in(out: Path, config: TrainConfig, no_progress: bool, monitor_points: int) -> int:
     """Train ``config`` into the run folder ``out``, resuming its checkpoint; the exit status."""
     import torch
 
@@ -208,6 +215,7 @@ def _train_in(out: Path, config: TrainConfig, no_progress: bool) -> int:
                 monitor=monitor,
                 checkpoint_path=path,
                 data_name=data.name,
+                monitor_points=monitor_points,
             )
             rank, world_size = distributed.rank(), distributed.world_size()
     except KeyboardInterrupt:

@@ -46,6 +46,21 @@ def embed(
     """
     if use not in ("h", "z"):
         raise ValueError(f"use must be 'h' (encoder output) or 'z' (head output), got {use!r}")
+    h, z = embed_both(model, images, batch_size, device)
+    return h if use == "h" else z
+
+
+def embed_both(
+    model: nn.Module,
+    images: Tensor,
+    batch_size: int = 256,
+    device: str | torch.device | None = None,
+) -> tuple[Tensor, Tensor]:
+    """h and z of the digits from one forward pass each (``embed`` of both, at the cost of one).
+
+    Args and modes as ``embed``. Returns:
+        float32 CPU tensors h (N, D_h) and z (N, D_z).
+    """
     _check_batch_size(batch_size)
     images = torch.as_tensor(images)
     if len(images) == 0:
@@ -57,17 +72,18 @@ def embed(
     modes = [(module, module.training) for module in model.modules()]  # restored per module
     model.eval()
     try:
-        features = []
+        hs, zs = [], []
         with torch.no_grad():  # not inference_mode: its tensors could not be trained on later
             for start in range(0, len(images), batch_size):
                 # move uint8 first (4x fewer bytes than float), then scale to [0, 1]
                 x = preprocess(images[start : start + batch_size].to(device))  # (B, 1, 28, 28)
                 h, z = model(x)  # (B, D_h), (B, D_z)
-                features.append((h if use == "h" else z).float().cpu())
+                hs.append(h.float().cpu())
+                zs.append(z.float().cpu())
     finally:
         for module, training in modes:
             module.training = training
-    return torch.cat(features)
+    return torch.cat(hs), torch.cat(zs)
 
 
 def _check_features(features: Tensor, labels: Tensor | None, name: str) -> None:

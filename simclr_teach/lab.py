@@ -40,6 +40,7 @@ from simclr_teach.utils import (
 LAB_BASE = TrainConfig(
     data="embedded",
     encoder="conv",
+    pool_first=False,  # the encoder the committed sweep trained (model.ConvEncoder)
     width=16,
     proj_hidden=128,
     proj_dim=64,

@@ -50,9 +50,18 @@ CHOICES = {
     "method": METHODS,
 }
 
-# Fields added with notebook 08: they enter a run's cache key only when set away from their
-# default, so every run cached before them (and the keys in notebooks/results) keeps its name.
-LATER_FIELDS = ("head", "method", "queue_size", "momentum", "stop_gradient")
+# Fields added after the first runs were cached, with the value that reproduces a run from before
+# them: at that value a field stays out of the run's cache key, so every run cached before it (and
+# the keys in notebooks/results) keeps its name, and a stored config that lacks the field reads as
+# that value. Notebook 08 added the first five; pool_first (2026-12-05) changed the default run.
+LATER_FIELDS: dict[str, Any] = {
+    "head": "mlp",
+    "method": "simclr",
+    "queue_size": 4096,
+    "momentum": 0.99,
+    "stop_gradient": True,
+    "pool_first": False,
+}
 
 
 @dataclass
@@ -62,11 +71,16 @@ class TrainConfig:
     data: str = "auto"  # load_mnist source: full MNIST if present, else the embedded 5k
     encoder: str = "conv"  # "conv" (small CNN) or "mlp" (the blog post's MLP, done right)
     width: int = 32  # encoder size knob: h has 4 * width features
+    # ConvEncoder: max-pool before BatchNorm and ReLU in the first two blocks (a fifth faster a
+    # step on CPU); False is the encoder of runs before 2026-12-05 (model.ConvEncoder)
+    pool_first: bool = True
     proj_hidden: int = 128  # projection head hidden width
     proj_dim: int = 64  # size of z; the paper finds the size matters little
     # epochs, batch_size, temperature and lr: the recipe chosen on the time-accuracy frontier of a
-    # 2-core CPU, on training digits (benchmarks/frontier.py, benchmarks/results/summary.md, 04)
-    epochs: int = 90  # passes over the training digits; kNN keeps improving long after
+    # 2-core CPU, on training digits (benchmarks/frontier.py, benchmarks/results/summary.md, 04);
+    # 60 epochs of the pool-first encoder match 90 of the one before in half the time
+    # (benchmarks/default_run.py)
+    epochs: int = 60  # passes over the training digits; kNN keeps improving long after
     # the loss flattens
     batch_size: int = 128  # N pairs per step: 2N - 2 = 254 negatives per anchor
     temperature: float = 0.5  # tau; lower = sharper softmax, harder negatives (on 4,000 digits
@@ -128,11 +142,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Inverse of ``dataclasses.asdict``; unknown keys are an error that names them."""
+        """Inverse of ``dataclasses.asdict``; unknown keys are an error that names them.
+
+        A stored config that predates a field of ``LATER_FIELDS`` gets the value that
+        reproduces its run (an encoder of 2026-11 stays conv, BN, ReLU, pool), not today's
+        default.
+        """
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields {sorted(unknown)}")
-        return cls(**values)
+        return cls(**{**LATER_FIELDS, **values})
 
     @classmethod
     def gpu_preset(cls, **overrides: Any) -> TrainConfig:
@@ -143,9 +162,8 @@ class TrainConfig:
     def key(self, data_name: str) -> str:
         """Short hash of this config and the data it trains on: the run's cache folder name."""
         values = asdict(self)
-        defaults = TrainConfig.__dataclass_fields__
-        for name in LATER_FIELDS:
-            if values[name] == defaults[name].default:
+        for name, before in LATER_FIELDS.items():
+            if values[name] == before:
                 del values[name]
         payload = json.dumps(
             {"config": values, "data": data_name, "format": CHECKPOINT_FORMAT}, sort_keys=True
@@ -161,7 +179,8 @@ class History:
     loss: list[float] = field(default_factory=list)  # mean NT-Xent over the epoch's steps
     top1: list[float] = field(default_factory=list)  # contrastive top-1 accuracy, chance 1/(2N-1)
     lr: list[float] = field(default_factory=list)  # learning rate at the epoch's last step
-    knn: list[float | None] = field(default_factory=list)  # online kNN monitor (None if off)
+    knn: list[float | None] = field(default_factory=list)  # kNN monitor (None: off, or not
+    # a monitored epoch: train.monitored)
     # collapse, on the monitor's validation digits (None if off): methods.effective_rank of h
     # and of z, and evaluate.uniformity of z (Wang & Isola, 2020; 0 = all on one point)
     rank_h: list[float | None] = field(default_factory=list)
@@ -192,7 +211,12 @@ def build_model(config: TrainConfig) -> nn.Module:
     around one (``methods.build_method``); all return (h, z) from ``forward``.
     """
     simclr = build_simclr(
-        config.encoder, config.width, config.proj_hidden, config.proj_dim, config.head
+        config.encoder,
+        config.width,
+        config.proj_hidden,
+        config.proj_dim,
+        config.head,
+        config.pool_first,
     )
     return build_method(
         config.method, simclr, config.queue_size, config.momentum, config.stop_gradient
@@ -447,6 +471,21 @@ def train_one_epoch(
     return sum(losses) / len(losses), sum(accs) / len(accs), lr
 
 
+MONITOR_POINTS = 30  # the monitor scores at most about this many epochs of a run
+
+
+def monitored(epoch: int, epochs: int, points: int = MONITOR_POINTS) -> bool:
+    """Whether the monitor scores epoch ``epoch`` (0-based) of a run of ``epochs``.
+
+    The first and the last epoch, and every ``ceil(epochs / points)``-th between: every epoch of
+    a run up to 30 epochs, every third of the default 90, so the curve keeps its shape while a
+    long run spends its time training (each score embeds 4,000 digits). ``points=epochs``
+    scores every epoch (the course before 2026-12-05).
+    """
+    every = math.ceil(epochs / points)
+    return epoch == 0 or epoch == epochs - 1 or (epoch + 1) % every == 0
+
+
 def _monitor(model: nn.Module, monitor: Monitor | None) -> dict[str, float | None]:
     """The monitor's numbers after an epoch (all None if off), on its validation digits.
 
@@ -455,11 +494,11 @@ def _monitor(model: nn.Module, monitor: Monitor | None) -> dict[str, float | Non
     """
     if monitor is None:
         return dict.fromkeys(("knn", "rank_h", "rank_z", "uniformity"))
-    from simclr_teach.evaluate import embed, knn_accuracy, uniformity
+    from simclr_teach.evaluate import embed, embed_both, knn_accuracy, uniformity
     from simclr_teach.methods import effective_rank
 
     bank_x, bank_y, query_x, query_y = monitor  # uint8 (B, 28, 28), (B,), (Q, 28, 28), (Q,)
-    h, z = embed(model, query_x, "h"), embed(model, query_x, "z")  # (Q, D_h), (Q, D_z)
+    h, z = embed_both(model, query_x)  # (Q, D_h), (Q, D_z): one pass for both
     return {
         "knn": knn_accuracy(embed(model, bank_x), bank_y, h, query_y),
         "rank_h": effective_rank(h),
@@ -475,7 +514,7 @@ def _record(
     loss: float,
     top1: float,
     lr: float,
-    monitored: dict[str, float | None],
+    scores: dict[str, float | None],
     seconds: float,
     views: int,
 ) -> None:
@@ -487,7 +526,7 @@ def _record(
         epoch: 0-based; recorded 1-based.
         loss, top1: this rank's means over the epoch's steps.
         lr: the learning rate of the epoch's last step.
-        monitored: ``_monitor``'s numbers (None when off).
+        scores: ``_monitor``'s numbers (None when off or not ``monitored`` this epoch).
         seconds: the epoch's training time (the kNN monitor excluded).
         views: augmented views all ranks trained on in the epoch, 2 K N per step.
     """
@@ -495,9 +534,9 @@ def _record(
     history.loss.append(distributed.mean_over_ranks(loss))
     history.top1.append(distributed.mean_over_ranks(top1))
     history.lr.append(lr)
-    for name, value in monitored.items():
+    for name, value in scores.items():
         getattr(history, name).append(value)
-    knn = monitored["knn"]
+    knn = next((v for v in reversed(history.knn) if v is not None), None)  # the latest score
     history.seconds.append((history.seconds[-1] if history.seconds else 0.0) + seconds)
     history.images_per_second.append(views / seconds)
     bar.set_postfix(
@@ -518,6 +557,7 @@ def train_simclr(
     checkpoint_path: str | Path | None = None,
     on_epoch_end: Callable[[History], None] | None = None,
     data_name: str | None = None,
+    monitor_points: int = MONITOR_POINTS,
 ) -> History:
     """Train ``model`` with SimCLR on unlabelled digits. Taught in 04_training_on_mnist.
 
@@ -526,7 +566,8 @@ def train_simclr(
     learning rate from the warm-up + cosine schedule. One CPU generator seeded by
     ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU. The
     steps: ``_resume`` a checkpoint, then per epoch ``train_one_epoch`` (04's loop), the kNN
-    monitor, ``_record`` the history, write the checkpoint, call ``on_epoch_end``.
+    monitor (on the ``monitored`` epochs), ``_record`` the history, write the checkpoint, call
+    ``on_epoch_end``.
 
     Under torchrun (taught in 07_scaling_out) each of the K processes takes its N digits of
     every global batch of K * N from one shared permutation, draws its own views, runs the model
@@ -540,7 +581,8 @@ def train_simclr(
         config: the run's settings.
         progress: show a tqdm progress bar (epoch, loss, images per second).
         monitor: optional (bank images, bank labels, query images, query labels) for an online
-            kNN accuracy after each epoch; use a validation split, not the test split.
+            kNN accuracy after the ``monitored`` epochs (None in the history for the others);
+            use a validation split, not the test split.
         checkpoint_path: write a checkpoint here after every epoch (atomically); if it already
             holds a checkpoint of this config and these digits, training resumes from it. The
             caller keeps other processes out of its folder (``utils.locked``), as the CLI and
@@ -548,6 +590,7 @@ def train_simclr(
         on_epoch_end: called with the history after each epoch (and after the checkpoint).
         data_name: ``MNISTData.name`` of ``images``, recorded in the checkpoint with their
             fingerprint (see ``data.describe_training_data``).
+        monitor_points: about how many epochs the monitor scores (``monitored``).
 
     Returns:
         The ``History`` of all epochs, resumed ones included.
@@ -561,6 +604,10 @@ def train_simclr(
 
     world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
     _check_batch_fits(config.batch_size, len(images), world)
+    if monitor_points < 1:
+        raise ValueError(
+            f"monitor_points must be at least 1 (the first and last epochs), got {monitor_points}"
+        )
     if world > 1 and config.method != "simclr":
         raise ValueError(
             f"method {config.method!r} trains in one process only; run it without torchrun"
@@ -586,9 +633,11 @@ def train_simclr(
                 net, data, config, epoch, steps, optimizer, generator, scaler, amp_dtype, bar
             )
             seconds = time.perf_counter() - start
-            monitored = _monitor(model, monitor)
+            scores = _monitor(
+                model, monitor if monitored(epoch, config.epochs, monitor_points) else None
+            )
             views = 2 * world * config.batch_size * steps
-            _record(history, bar, epoch, loss, top1, lr, monitored, seconds, views)
+            _record(history, bar, epoch, loss, top1, lr, scores, seconds, views)
             if checkpoint_path is not None and rank == 0:
                 save_checkpoint(
                     checkpoint_path, model, config, history, optimizer, generator, data_id, scaler
@@ -616,8 +665,9 @@ def load_or_train(
         config: the run.
         cache_dir: default ``runs/cache`` at the repo root ($SIMCLR_TEACH_RUNS/cache).
         progress: show the progress bar while training.
-        knn_monitor: online kNN after each epoch, on a validation split of 500 training digits
-            (50 per digit) against the other training digits; the test split is never used.
+        knn_monitor: online kNN after the ``monitored`` epochs, on a validation split of 500
+            training digits (50 per digit) against the other training digits; the test split is
+            never used.
         on_epoch_end: passed to ``train_simclr`` (e.g. to move a progress widget).
 
     Returns:

@@ -132,19 +132,26 @@ def other_load() -> Iterator[dict[str, float | None]]:
     """Measure how busy *other* processes kept the CPU during the block.
 
     Yields a dict filled at exit: ``other_cores`` = (CPU seconds of every process - this
-    process's) / wall seconds, i.e. how many cores something else used on average (0 on an idle
-    machine; 1 = one core kept busy). None where /proc/stat is missing.
+    process's and those of the child processes it ran and waited for, e.g. ``subprocess.run``) /
+    wall seconds, i.e. how many cores something else used on average (0 on an idle machine; 1 =
+    one core kept busy). None where /proc/stat is missing.
     """
     out: dict[str, float | None] = {"other_cores": None}
-    busy, own, start = busy_cpu_seconds(), time.process_time(), time.perf_counter()
+    busy, own, start = busy_cpu_seconds(), _own_cpu_seconds(), time.perf_counter()
     try:
         yield out
     finally:
         after = busy_cpu_seconds()
         wall = time.perf_counter() - start
         if busy is not None and after is not None and wall > 0:
-            other = (after - busy) - (time.process_time() - own)
+            other = (after - busy) - (_own_cpu_seconds() - own)
             out["other_cores"] = round(max(0.0, other) / wall, 2)
+
+
+def _own_cpu_seconds() -> float:
+    """CPU seconds of this process and of the children it has waited for (``os.times``)."""
+    times = os.times()
+    return time.process_time() + times.children_user + times.children_system
 
 
 def cores_busy_elsewhere(window: float = 0.3) -> float | None:

@@ -1,5 +1,6 @@
 """Each benchmark runs at a tiny size (--quick) and writes its results; no timing is asserted."""
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -80,3 +81,39 @@ def test_parse_variant():
     }
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         parse_variant("width")
+
+
+def test_frontier_keeps_a_measured_row_whose_run_is_not_cached(tmp_path, monkeypatch):
+    from benchmarks import frontier
+
+    name, changes = frontier.RECIPES[0]
+    row = {column: "1" for column in frontier.COLUMNS} | {"recipe": name, "cpu": ""}
+    with (tmp_path / "frontier.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, [c for c in frontier.COLUMNS])
+        writer.writeheader()
+        writer.writerow(row)
+
+    def must_not_train(*args, **kwargs):
+        raise AssertionError("trained a recipe whose row was kept")
+
+    monkeypatch.setattr(frontier, "score", must_not_train)
+    result = frontier.run(out_dir=tmp_path, recipes=[(name, changes)], cache_dir=tmp_path / "c")
+    (kept,) = result["data"]["rows"]
+    assert kept["recipe"] == name and kept["cpu"] == frontier.EARLIER_CPU  # where it was measured
+    with pytest.raises(AssertionError, match="trained a recipe"):  # retrain=True trains it again
+        frontier.run(
+            out_dir=tmp_path, recipes=[(name, changes)], cache_dir=tmp_path / "c", retrain=True
+        )
+
+
+def test_machine_line_names_the_cpu_and_its_flags():
+    from benchmarks.common import CPU_FLAGS, cpu_flags, describe_machine
+
+    info = {"cpu": "X", "cores": 2, "memory_gib": 1.0, "torch": "t", "torch_threads": 2}
+    info |= {"python": "p", "load_average_1min": 0.1, "date": "d"}
+    assert describe_machine(info).startswith("X, 2 cores")  # results saved before the flags
+    assert describe_machine(info | {"cpu_flags": ["avx2", "amx_bf16"]}).startswith(
+        "X (avx2 amx_bf16), 2 cores"
+    )
+    assert describe_machine(info | {"cpu_flags": []}).startswith("X (no AVX2), 2 cores")
+    assert set(cpu_flags()) <= set(CPU_FLAGS)

@@ -13,6 +13,7 @@ from torch import nn
 from simclr_teach.evaluate import (
     alignment,
     embed,
+    embed_both,
     knn_accuracy,
     knn_predict,
     linear_probe,
@@ -104,6 +105,16 @@ def test_embed_builds_no_graph_and_features_are_trainable_later():
     h = embed(model, digits(4))
     assert not h.requires_grad and all(p.grad is None for p in model.parameters())
     nn.Linear(16, 2)(h).sum().backward()  # fails if h were an inference-mode tensor
+
+
+def test_embed_both_is_embed_of_h_and_of_z_in_one_pass():
+    model, x = tiny_model(), digits(37)
+    calls = []
+    model.register_forward_hook(lambda *args: calls.append(1))
+    h, z = embed_both(model, x, batch_size=16)  # 3 batches
+    assert len(calls) == 3
+    assert torch.equal(h, embed(model, x, "h", batch_size=16))
+    assert torch.equal(z, embed(model, x, "z", batch_size=16))
 
 
 def test_embed_rejects_bad_use():

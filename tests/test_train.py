@@ -390,3 +390,54 @@ def test_config_validation_and_schedule():
     assert all(
         a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False)
     )  # cosine decays monotonically
+
+
+def test_monitor_scores_first_last_and_every_few_epochs():
+    every_epoch = [train_module.monitored(e, 30) for e in range(30)]
+    assert all(every_epoch)  # up to MONITOR_POINTS epochs: every one
+    chosen = [e + 1 for e in range(90) if train_module.monitored(e, 90)]
+    assert chosen[:3] == [1, 3, 6] and chosen[-1] == 90 and len(chosen) == 31
+    assert [e + 1 for e in range(60) if train_module.monitored(e, 60)][:3] == [1, 2, 4]
+    assert all(train_module.monitored(e, 90, points=90) for e in range(90))  # as before 12-05
+
+
+def test_unmonitored_epochs_are_none_and_cost_no_embedding(images, monkeypatch):
+    calls = []
+    real = train_module._monitor
+
+    def counting(model, monitor):
+        calls.append(monitor is not None)
+        return real(model, monitor)
+
+    monkeypatch.setattr(train_module, "_monitor", counting)
+    monitor = (images[:64], torch.arange(64) % 10, images[64:], torch.arange(32) % 10)
+    _, history = run(images, monitor=monitor, monitor_points=1)  # 3 epochs: the first, the last
+    assert calls == [True, False, True]
+    assert history.knn[1] is None and history.rank_z[1] is None
+    assert history.knn[0] is not None and history.knn[2] is not None
+    with pytest.raises(ValueError, match="monitor_points must be at least 1"):
+        run(images, monitor=monitor, monitor_points=0)
+
+
+def test_stored_config_without_pool_first_builds_the_encoder_it_trained(images, tmp_path):
+    old = TrainConfig(**{**TINY.__dict__, "epochs": 1, "pool_first": False})
+    model, history = run(images, old)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, model, old, history)
+    state = torch.load(path, weights_only=True)
+    del state["config"]["pool_first"]  # a checkpoint written before the field existed
+    torch.save(state, path)
+    loaded = load_model(path)
+    pools = [type(m).__name__ for m in loaded.encoder.net]
+    assert pools.count("MaxPool2d") == 2  # conv, BN, ReLU, then pool: the old order
+    x = preprocess(images[:8])
+    assert torch.allclose(loaded(x)[0], model.eval()(x)[0])
+
+
+def test_pool_first_enters_the_key_only_when_on():
+    # the runs cached before the field (pool_first=False) keep their names; the new encoder does not
+    # share them
+    assert TINY.pool_first
+    legacy = TrainConfig(**{**TINY.__dict__, "pool_first": False})
+    assert legacy.key("embedded-5k") != TINY.key("embedded-5k")
+    # LAB_BASE (pool_first=False) still finds the committed sweep: test_methods checks its key

@@ -222,3 +222,20 @@ def test_a_bad_course_variant_is_one_sentence(monkeypatch, name, value, words):
     monkeypatch.setenv(name, value)
     with pytest.raises(ValueError, match=re.escape(words)):
         utils.default_seed() if name == utils.SEED_ENV else utils.default_amp()
+
+
+def test_other_load_leaves_out_the_child_processes_it_waits_for():
+    import subprocess
+    import sys
+    import time
+
+    from simclr_teach.utils import other_load
+
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.0: pass"
+    with other_load() as idle:
+        time.sleep(1.0)  # what the rest of the machine does meanwhile
+    with other_load() as load:
+        subprocess.run([sys.executable, "-c", spin], check=True)  # one core, ours
+    if idle["other_cores"] is None:
+        pytest.skip("no /proc/stat here")
+    assert load["other_cores"] < idle["other_cores"] + 0.6  # the child's core is not "other"
