@@ -8,10 +8,12 @@ NBTIMEOUT ?= 1800
 .PHONY: setup lab test test-unit test-notebooks test-variant test-browser notebooks notebook-times bench lint assignments clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
-# requirements.txt or pyproject.toml change, so it is fast when already done.
+# requirements.txt or pyproject.toml change, so it is fast when already done. --no-compile: pip
+# would byte-compile every module of every package (a third of the install time); Python
+# compiles the few that are imported when they first are.
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
@@ -26,15 +28,17 @@ lab: setup  ## open the course in JupyterLab
 
 test: test-unit test-notebooks  ## unit tests, then every notebook under nbval
 
-# The tests keep the notebooks' slow evaluations (simclr_teach.memo) in runs/cache/memo, as
-# load_or_train keeps the trained runs: the student runs of tests/test_assignments.py compute
-# them, nbval reads them. Only the tests marked `memo` see it (tests/conftest.py).
-MEMO := SIMCLR_TEACH_MEMO=1
-
 test-unit: setup
-	$(MEMO) $(PY) -m pytest tests -m "not browser"
+	$(PY) -m pytest tests -m "not browser"
 
-NBVAL := -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NBTIMEOUT) -p no:cacheprovider
+# nbval runs each notebook once, and tests/nbval_grading.py grades its exercises in that run as a
+# student's notebook meets them (blank answers score nothing, wrong answers are rejected, lesson
+# cells run without the model answers). Instructors' plain `pytest --nbval-lax` leaves it out.
+# The notebooks' slow evaluations (simclr_teach.memo) are kept in runs/cache/memo, as
+# load_or_train keeps the trained runs, so that running the tests again reads them.
+MEMO  := SIMCLR_TEACH_MEMO=1
+NBVAL := -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=$(NBTIMEOUT) \
+	-p no:cacheprovider -p tests.nbval_grading
 
 test-notebooks: setup
 	$(MEMO) $(PY) $(NBVAL) notebooks/

@@ -4,9 +4,9 @@ Notebook 05 tunes readers (``protocol.tuned_scores``), reruns a few-label row
 (``protocol.few_label_study``) and draws t-SNE maps (``evaluate.tsne``): minutes of a 2-core
 CPU, and the same inputs give the same numbers. Training runs are cached by ``load_or_train``;
 these results are cached here, when asked for: set ``SIMCLR_TEACH_MEMO=1`` (the folder
-``runs/cache/memo``) or to a folder. ``make test`` sets it, so that the unit tests, which run the
-student versions of the notebooks, and nbval, which runs the notebooks, compute each result once.
-Unset (the default in a notebook), every call computes.
+``runs/cache/memo``) or to a folder. ``make test`` sets it for nbval's runs of the notebooks, so
+that running the tests again reads what the first run computed. Unset (the default in a
+notebook), every call computes.
 
 A result is found again only for the same function, the same arguments (tensors and models by
 their contents: a hash of their bytes), the same precision (``utils.default_amp``) and the same

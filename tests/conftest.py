@@ -1,8 +1,8 @@
 """Shared test set-up: results kept by ``simclr_teach.memo`` are read only where a test asks.
 
-``make test`` sets $SIMCLR_TEACH_MEMO so that the student runs of tests/test_assignments.py and
-nbval share their slow evaluations. Every other test runs with it off: a test of an evaluation
-must compute it, not read what an earlier run stored.
+nbval's runs of the notebooks (``make test-notebooks``) set $SIMCLR_TEACH_MEMO; a unit test runs
+with it off, whatever the shell holds, unless it is marked ``memo`` (tests/test_memo.py sets it
+itself): a test of an evaluation must compute it, not read what an earlier run stored.
 """
 
 import pytest

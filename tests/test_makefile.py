@@ -47,11 +47,13 @@ def test_make_test_variant_runs_the_notebooks_as_another_machine():
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")
-def test_the_tests_share_slow_evaluations_and_make_notebooks_computes_them():
-    """Unit tests and both nbval passes keep simclr_teach.memo's results; `make notebooks`,
-    which writes the committed outputs, computes every one."""
-    for target in ("test-unit", "test-notebooks", "test-variant"):
+def test_both_nbval_passes_grade_the_exercises_and_keep_slow_evaluations():
+    """Both nbval passes load the grading plugin (the exercises are checked in the one run of
+    each notebook) and keep simclr_teach.memo's results; `make notebooks`, which writes the
+    committed outputs, computes every one."""
+    for target in ("test-notebooks", "test-variant"):
         line = dry_run(target).replace("\\\n", " ")
         line = next(x for x in line.splitlines() if "pytest" in x)
         assert "SIMCLR_TEACH_MEMO=1" in line, target
+        assert "-p tests.nbval_grading" in line, target
     assert "SIMCLR_TEACH_MEMO" not in dry_run("notebooks", "NB=notebooks/00_setup.ipynb")

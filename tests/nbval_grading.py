@@ -1,0 +1,575 @@
+"""nbval plugin: the exercises graded as a student meets them, inside nbval's own run.
+
+`make test-notebooks` and `make test-variant` load it (``-p tests.nbval_grading``); plain
+``pytest --nbval-lax notebooks/`` does not. Each graded notebook is then executed once, and that
+one run checks the instructor version and the student version together:
+
+- the lesson cells and every model answer with its check (hidden tests included) run as nbval
+  runs them, in the notebook's kernel;
+- the kernel works in the student's folder (``assignments.generate``'s release of the notebook),
+  so a relative path resolves as it does for a student;
+- after each exercise's check, in the same kernel and from the variables the answer cell met:
+  the student version's blank answer must raise NotImplementedError, its check must fail on it,
+  and each plausible wrong answer of ``WRONG_ANSWERS`` must be rejected by the check;
+- then the kernel's variables are put back as a student's kernel holds them (the blank answer
+  ran, the model answer did not), so every lesson cell after it runs as it does for a student
+  who has not answered. A lesson cell that reads an answer's variable fails here.
+
+A check cell item fails with the list of what went wrong. The session ends with one line of
+counts (``pytest_terminal_summary``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from queue import Empty
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MARK = "@@grading@@"  # the kernel's report starts with this
+REJECTING = ("AssertionError", "TypeError", "RuntimeError", "ValueError")  # a check's "no"
+TIMEOUT = 1800  # seconds for one exercise's grading in the kernel (06 reads lab runs)
+
+
+# ---- plausible wrong answers, each rejected by its check -----------------------------------------
+
+# 05, exercise 1: the kNN of SimCLR z at k = 20, scored on the validation or on the test digits
+_VAL_05 = "knn_accuracy(z_train[~val], y[~val], z_train[val], y[val], k=20, temperature={})"
+_TEST_05 = "knn_accuracy(z_train, y, z_test, data.test_labels, k=20, temperature={})"
+_BY_VAL_05 = f"max(TEMPERATURES, key=lambda t: {_VAL_05.format('t')})"
+_BY_TEST_05 = f"max(TEMPERATURES, key=lambda t: {_TEST_05.format('t')})"
+_LEAKY_05 = f"max({_TEST_05.format('t')} for t in TEMPERATURES)"
+_HONEST_05 = _TEST_05.format(_BY_VAL_05)
+
+
+def _gap_06(seeds: tuple[int, ...]) -> str:
+    """06, exercise 1: mean LOO kNN of "no translate" minus "all on" over these seeds."""
+    score = "lab_run(lab_config({{'translate_ablate': {}, 'seed': s}}), CACHE)['loo_knn']"
+    return (
+        f"(sum({score.format(True)} for s in {seeds}) - "
+        f"sum({score.format(False)} for s in {seeds})) / {len(seeds)}"
+    )
+
+
+_GAP_06, _SE_06 = _gap_06((0, 1, 2)), "noise * math.sqrt(2 / 3)"
+
+# 08, exercise 2: the right number of epochs the queue holds
+EPOCHS = "QUEUE / (2 * BASE.batch_size * (len(images) // BASE.batch_size))"
+
+# notebook -> [(check grade_id, variable, wrong answer as Python source)]
+WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
+    "00_setup": [
+        ("ex00-1-check", "my_answer", "math.log(2 * 16)"),  # 2N: counted the anchor itself
+        ("ex00-1-check", "my_answer", "math.log(2 * 16 - 2)"),  # 2N - 2: forgot the partner
+        ("ex00-1-check", "my_answer", "math.log(16)"),  # N: one view per digit
+        ("ex00-1-check", "my_answer", "31"),  # no log
+        ("ex00-1-check", "my_answer", "math.log10(31)"),  # the wrong logarithm
+        ("ex00-3-check", "my_function", "mnist_files_present()"),  # its result, not the function
+        ("ex00-3-check", "my_function", "load_mnist"),  # the loader
+        ("ex00-4-check", "head_parameters", "count_parameters(model)"),  # the whole model
+        ("ex00-4-check", "head_parameters", "count_parameters(model.encoder)"),  # what is kept
+        (
+            "ex00-4-check",
+            "head_parameters",
+            "sum(p.numel() for n, p in model.head.named_parameters() if n.endswith('weight'))",
+        ),  # weights without biases
+    ],
+    "01_augmentations": [
+        ("ex01-1-check", "no_geometry", "AugmentParams()"),  # geometry still on
+        ("ex01-1-check", "no_geometry", "AugmentParams().disabled('crop', 'rotation')"),
+        (
+            "ex01-1-check",
+            "no_geometry",
+            "AugmentParams().disabled("
+            "'crop', 'rotation', 'translate', 'shear', 'noise', 'erase_p')",
+        ),  # everything off
+        ("ex01-3-check", "my_strength", "max(STRENGTHS)"),
+        ("ex01-3-check", "my_strength", "min(STRENGTHS)"),
+        ("ex01-3-check", "my_strength", "0.75"),  # not one of the strengths measured
+    ],
+    "02_nt_xent_loss": [
+        ("ex02-1-check", "my_floor", "math.log(1 + (2 * TRAIN_N - 1) * math.exp(-1 / 0.1))"),
+        ("ex02-1-check", "my_floor", "(2 * TRAIN_N - 2) * math.exp(-1 / 0.1)"),  # no log
+        ("ex02-1-check", "my_floor", "loss_floor(TRAIN_N, TEMPERATURE)"),  # the wrong tau
+        ("ex02-1-check", "my_floor", "loss_floor(N_PAIRS, 0.1)"),  # the wrong N
+        ("ex02-2-check", "simplex", "torch.eye(8)"),  # orthogonal, not a simplex
+        ("ex02-2-check", "simplex", "torch.eye(8) - 1 / 7"),  # centred by the wrong amount
+        ("ex02-2-check", "simplex", "-torch.eye(8)"),
+        ("ex02-3-check", "decoupled", "nt_xent"),  # the partner still in the denominator
+        ("ex02-3-check", "decoupled", "lambda z1, z2, t: nt_xent(z1, z2, t) - 0.1"),
+        ("ex02-3-check", "decoupled", "lambda z1, z2, t: nt_xent(z1, z2, t)[None]"),
+    ],
+    "03_fixing_the_document_code": [
+        ("ex03-1-check", "answers", "{'loss_a': 16, 'loss_b': 10, 'loss_c': 15}"),  # swapped
+        ("ex03-1-check", "answers", "{'loss_a': 10, 'loss_b': 16, 'loss_c': 12}"),
+        ("ex03-1-check", "answers", "{'loss_a': 10, 'loss_b': 11, 'loss_c': 15}"),
+        ("ex03-2-check", "row_max_removed", "sim_matrix - sim_matrix.max(dim=1).values"),  # bug 11
+        ("ex03-2-check", "row_max_removed", "sim_matrix - sim_matrix.max()"),  # one global max
+        (
+            "ex03-2-check",
+            "row_max_removed",
+            "sim_matrix - sim_matrix.max(dim=0, keepdim=True).values",
+        ),  # the columns' max
+        (
+            "ex03-3-check",
+            "same_view_cosine",
+            "F.cosine_similarity(model(images[:64])[1], model(images[64:128])[1]).detach()",
+        ),
+        ("ex03-3-check", "same_view_cosine", "torch.ones(64, 1)"),  # the wrong shape
+        ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': False}"),
+        ("ex03-5-check", "same_weights", "{'loss': True, 'similarities': True}"),
+        ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': True}"),
+    ],
+    "04_training_on_mnist": [
+        (
+            "ex04-1-check",
+            "total_steps",
+            "len(data.train_images) * CONFIG.epochs // CONFIG.batch_size",
+        ),  # keeps the short batch
+        ("ex04-1-check", "total_steps", "len(data.train_images) // CONFIG.batch_size"),  # 1 epoch
+        (
+            "ex04-1-check",
+            "total_steps",
+            "len(data.train_images) / CONFIG.batch_size * CONFIG.epochs",
+        ),  # a float
+        ("ex04-1-check", "total_steps", "CONFIG.epochs"),
+        ("ex04-2-check", "lr_quarter", "CONFIG.lr * 0.75"),  # a linear decay
+        ("ex04-2-check", "lr_quarter", "CONFIG.lr * math.cos(math.pi / 8)"),  # no 1/2 (1 + cos)
+        ("ex04-2-check", "lr_quarter", "CONFIG.lr"),  # the peak
+    ],
+    "05_evaluation_tsne_knn": [
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_TEST_05}, {_LEAKY_05}, {_LEAKY_05}",
+        ),  # the test split chose the temperature
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, max({_VAL_05.format('t')} for t in TEMPERATURES), {_LEAKY_05}",
+        ),  # the validation accuracy reported as the test score
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, {_HONEST_05.replace('z_train, y,', 'z_train[~val], y[~val],', 1)}, "
+            f"{_LEAKY_05}",
+        ),  # not refitted: the bank without the validation digits
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, {_HONEST_05}, {_LEAKY_05}".replace("z_t", "h_t"),
+        ),  # h instead of z
+        (
+            "ex05-1-check",
+            "honest_t, honest, leaky",
+            f"{_BY_VAL_05}, {_HONEST_05}, {_LEAKY_05}".replace("k=20", "k=5"),
+        ),  # the wrong k
+        ("ex05-1-check", "honest_t, honest, leaky", f"{_BY_VAL_05}, {_HONEST_05}, {_HONEST_05}"),
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: neighbour_confusion(f, l, k=10).diag().mean().item()",
+        ),  # k ignored
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: neighbour_confusion(f, l, k=k).mean().item()",
+        ),  # the mean of the whole table, not of its diagonal
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: torch.stack([(l[nearest_neighbours(f, f, k)[1]] == l[:, None])"
+            ".float().mean(1)[l == c].mean() for c in range(10)]).mean().item()",
+        ),  # each point counted as its own neighbour
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: (l[nearest_neighbours(f, f, k + 1)[1][:, 1:]] == l[:, None])"
+            ".float().mean().item()",
+        ),  # the mean over points, not over classes
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: torch.stack([(l[(torch.cdist(f, f) + torch.diag(torch.full("
+            "(len(f),), float('inf')))).topk(k, largest=False).indices] == l[:, None])"
+            ".float().mean(1)[l == c].mean() for c in range(10)]).mean().item()",
+        ),  # Euclidean neighbours instead of cosine ones
+        (
+            "ex05-3-check",
+            "agreement",
+            "lambda f, l, k: neighbour_confusion(f, l, k=k).diag().mean()",
+        ),  # a tensor, not a float
+    ],
+    "06_temperature_augmentation_lab": [
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_gap_06((1, 2))}, {_SE_06}, {_gap_06((1, 2))} > 2 * {_SE_06}",
+        ),  # seeds 1 and 2 only
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"-{_GAP_06}, {_SE_06}, -{_GAP_06} > 2 * {_SE_06}",
+        ),  # all on minus no translate
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"100 * {_GAP_06}, 100 * {_SE_06}, {_GAP_06} > 2 * {_SE_06}",
+        ),  # in points
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise, {_GAP_06} > 2 * noise",
+        ),  # the noise of one run
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise / math.sqrt(3), {_GAP_06} > 2 * noise / math.sqrt(3)",
+        ),  # the standard error of one mean, not of a difference
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, noise * math.sqrt(2), {_GAP_06} > 2 * noise * math.sqrt(2)",
+        ),  # one run each
+        (
+            "ex06-1-check",
+            "translate_gap, standard_error, significant",
+            f"{_GAP_06}, {_SE_06}, not {_GAP_06} > 2 * {_SE_06}",
+        ),
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (read_bits(a) == read_bits(b)).float().mean().item()",
+        ),  # the share of bits, not of digits
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (a == b).flatten(1).all(dim=1).float().mean().item()",
+        ),  # the whole views compared
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: ((a[:, 0, 0, ::CELL] > 0.5) == (b[:, 0, 0, ::CELL] > 0.5))"
+            ".all(dim=1).float().mean().item()",
+        ),  # one pixel per square read
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (a[:, :, :CELL] == b[:, :, :CELL]).flatten(1).all(dim=1)"
+            ".float().mean().item()",
+        ),  # the code's pixels compared exactly
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: float((read_bits(a) == read_bits(b)).all(dim=1).sum())",
+        ),  # a count, not a share
+        (
+            "ex06-3-check",
+            "codes_agree",
+            "lambda a, b: (read_bits(a) == read_bits(b)).all(dim=1).float().mean()",
+        ),  # a tensor, not a float
+    ],
+    "07_scaling_out": [
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "PAPER_CORES * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+        ),  # its own views too
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "(PAPER_CORES - 1) * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM",
+        ),  # numbers, not bytes
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "(PAPER_CORES - 1) * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+        ),  # pairs, not views
+        (
+            "ex07-2-check",
+            "partner_column",
+            "lambda i, rank, n, world: i + n if i < n else i - n",
+        ),  # the one-process partner
+        (
+            "ex07-2-check",
+            "partner_column",
+            "lambda i, rank, n, world: n + rank * n + i if i < n else rank * n + i - n",
+        ),
+        ("ex07-3-check", "batch_size, lr_scaling", "1024, 'none'"),  # the global batch x 8
+        ("ex07-3-check", "batch_size, lr_scaling", "128, 'sqrt'"),  # the rate grows x sqrt(8)
+        ("ex07-3-check", "batch_size, lr_scaling", "128, 'linear'"),
+    ],
+    "08_what_simclr_needs": [
+        ("ex08-1-check", "rank_by_hand", "float(torch.linalg.matrix_rank(features))"),  # rank
+        ("ex08-1-check", "rank_by_hand", "effective_rank(features, center=True)"),  # centred
+        (
+            "ex08-1-check",
+            "rank_by_hand",
+            "(lambda p: -(p * p.log()).sum().item())("
+            "torch.linalg.svdvals(F.normalize(features, dim=1))"
+            " / torch.linalg.svdvals(F.normalize(features, dim=1)).sum())",
+        ),  # the entropy, without exp
+        (
+            "ex08-1-check",
+            "rank_by_hand",
+            "(lambda s: torch.exp(-(s / s.sum() * (s / s.sum()).log()).sum()).item())("
+            "torch.linalg.svdvals(features))",
+        ),  # rows not put on the unit sphere
+        (
+            "ex08-1-check",
+            "rank_by_hand",
+            "(lambda v: torch.exp(-(v / v.sum() * (v / v.sum()).log()).sum()).item())("
+            "torch.linalg.svdvals(F.normalize(features, dim=1)) ** 2)",
+        ),  # squared singular values (variances)
+        # two answers: the wrong one beside the right one
+        ("ex08-2-check", "oldest_key_steps, queue_epochs", f"QUEUE // BASE.batch_size, {EPOCHS}"),
+        (
+            "ex08-2-check",
+            "oldest_key_steps, queue_epochs",
+            f"QUEUE / (2 * BASE.batch_size), {EPOCHS}",
+        ),
+        (
+            "ex08-2-check",
+            "oldest_key_steps, queue_epochs",
+            "QUEUE // (2 * BASE.batch_size), QUEUE / len(images)",
+        ),
+        (
+            "ex08-2-check",
+            "oldest_key_steps, queue_epochs",
+            "QUEUE // (2 * BASE.batch_size), QUEUE / (2 * len(images))",
+        ),  # the dropped short batch counted
+    ],
+}
+
+# ---- what runs in the kernel ---------------------------------------------------------------------
+
+# Defined in the kernel once per graded notebook, under one dunder name. ``snapshot`` keeps the
+# variables an answer cell meets; ``grade`` runs the student's blank answer and its check, then
+# the wrong answers, prints its findings as one JSON line, and puts the variables back as a
+# student's kernel holds them after the blank answer.
+KERNEL_CODE = r"""
+class __Grading:
+    import json as _json
+
+    def __init__(self, mark):
+        self.mark, self.before = mark, None
+
+    def snapshot(self):
+        self.before = dict(get_ipython().user_ns)
+
+    @staticmethod
+    def _error(source, namespace):
+        try:
+            exec(compile(source, "<grading>", "exec"), namespace)
+        except Exception as error:  # every failure is a "no", whatever its type
+            return f"{type(error).__name__}: {str(error)[:200]}"
+        return None
+
+    @staticmethod
+    def _same(a, b):
+        import torch
+        if callable(a) or callable(b):
+            return False
+        try:
+            return torch.equal(a, b) if isinstance(a, torch.Tensor) else bool(a == b)
+        except (RuntimeError, TypeError, ValueError):
+            return False
+
+    def grade(self, blank_answer, blank_check, check, wrong):
+        user_ns = get_ipython().user_ns
+        instructor = dict(user_ns)  # the model answer ran, then its check
+        student = dict(self.before)
+        report = {"blank_answer": self._error(blank_answer, student)}
+        report["blank_check"] = self._error(blank_check, dict(student))
+        report["wrong"] = []
+        for variable, source in wrong:
+            namespace = dict(self.before)
+            verdict = self._error(f"{variable} = {source}", namespace)
+            names = [name.strip() for name in variable.split(",")]
+            if verdict is not None:
+                verdict = "the wrong answer itself failed: " + verdict
+            elif all(self._same(namespace[n], instructor.get(n)) for n in names):
+                verdict = "same"  # this run gives the model answer's values: nothing to reject
+            else:
+                verdict = self._error(check, namespace)
+            report["wrong"].append([variable, source, verdict])
+        for name in [name for name in user_ns if name not in student]:
+            del user_ns[name]
+        user_ns.update(student)
+        print(self.mark + self._json.dumps(report))
+
+
+"""
+
+
+def _execute(kernel, code: str, timeout: float = TIMEOUT) -> tuple[str, str | None]:
+    """Run ``code`` in nbval's kernel: (its stdout, "Name: message" of an error or None)."""
+    msg_id = kernel.execute_cell_input(code, allow_stdin=False)
+    kernel.await_reply(msg_id, timeout=timeout)
+    text, error = [], None
+    while True:
+        try:
+            msg = kernel.get_message(stream="iopub", timeout=60)
+        except Empty:
+            raise RuntimeError("the kernel sent nothing for 60 s while grading") from None
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "status" and content["execution_state"] == "idle":
+            return "".join(text), error
+        if kind == "stream":
+            text.append(content["text"])
+        elif kind == "error":
+            error = f"{content['ename']}: {content['evalue']}"
+
+
+def _nbgrader(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {})
+
+
+class Grading:
+    """One graded notebook under nbval: its student version, its exercises, what was found."""
+
+    def __init__(self, notebook: Path, released: Path):
+        self.released = released
+        self.student = {
+            _nbgrader(c)["grade_id"]: "".join(c["source"])
+            for c in _read_cells(released)
+            if _nbgrader(c) and c["cell_type"] == "code"
+        }
+        self.wrong = WRONG_ANSWERS.get(notebook.stem, [])
+        self.started = False
+
+    def start(self, kernel) -> None:
+        """Before the first cell: the helper, and the student's folder as working directory."""
+        code = f"{KERNEL_CODE}\n__grading__ = __Grading({MARK!r})\ndel __Grading\n"
+        code += f"import os as __os\n__os.chdir({str(self.released.parent)!r})\ndel __os\n"
+        _, error = _execute(kernel, code)
+        if error:
+            raise RuntimeError(f"grading could not start in the kernel: {error}")
+        self.started = True
+
+    def grade(self, kernel, check_id: str, instructor_check: str) -> dict:
+        """After the model answer and its check: the blank answer and the wrong ones."""
+        answer_id = check_id.replace("-check", "-answer")
+        wrong = [(variable, source) for cid, variable, source in self.wrong if cid == check_id]
+        call = (
+            f"__grading__.grade({self.student[answer_id]!r}, {self.student[check_id]!r}, "
+            f"{instructor_check!r}, {wrong!r})"
+        )
+        text, error = _execute(kernel, call)
+        if error:
+            raise RuntimeError(f"grading {check_id} failed in the kernel: {error}")
+        line = next(line for line in text.splitlines() if line.startswith(MARK))
+        return json.loads(line[len(MARK) :])
+
+
+def _read_cells(path: Path) -> list[dict]:
+    return json.loads(Path(path).read_text())["cells"]
+
+
+def problems(check_id: str, report: dict) -> list[str]:
+    """What a grading report shows wrong: a blank answer that scores, a wrong answer accepted."""
+    found = []
+    if not (report["blank_answer"] or "").startswith("NotImplementedError"):
+        found.append(
+            f"{check_id}: the blank answer raised {report['blank_answer']!r}, "
+            "not NotImplementedError"
+        )
+    if report["blank_check"] is None:
+        found.append(f"{check_id}: the check passes on the blank answer")
+    for variable, source, verdict in report["wrong"]:
+        if verdict == "same":
+            continue
+        if verdict is None or not verdict.startswith(REJECTING):
+            found.append(f"{check_id}: {variable} = {source} was not rejected ({verdict})")
+    return found
+
+
+class Session:
+    """The grading state of one pytest session: released notebooks and counts."""
+
+    def __init__(self):
+        self.root: Path | None = None
+        self.by_file: dict[str, Grading | None] = {}
+        self.counts = {"notebooks": 0, "exercises": 0, "rejected": 0, "same": 0}
+
+    def grading(self, notebook: Path) -> Grading | None:
+        key = str(notebook)
+        if key not in self.by_file:
+            self.by_file[key] = None
+            if any(_nbgrader(c) for c in _read_cells(notebook)):
+                sys.path.insert(0, str(REPO / "scripts"))
+                import assignments  # noqa: PLC0415 - nbgrader is imported only when grading
+
+                if self.root is None:
+                    self.root = Path(tempfile.mkdtemp(prefix="grading-"))
+                released = assignments.generate(self.root / notebook.stem, [notebook])[0]
+                self.by_file[key] = Grading(notebook, released)
+                self.counts["notebooks"] += 1
+        return self.by_file[key]
+
+    def close(self) -> None:
+        if self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+SESSION_KEY = pytest.StashKey[Session]()
+
+
+def pytest_configure(config):
+    config.stash[SESSION_KEY] = Session()
+
+
+def pytest_unconfigure(config):
+    if SESSION_KEY in config.stash:
+        config.stash[SESSION_KEY].close()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    cell = getattr(item, "cell", None)
+    kernel = getattr(item.parent, "kernel", None)
+    if cell is None or kernel is None:  # not an nbval cell
+        return (yield)
+    session = item.config.stash[SESSION_KEY]
+    grading = session.grading(Path(str(item.parent.fspath)))
+    if grading is None:
+        return (yield)
+    if not grading.started:
+        grading.start(kernel)
+    meta = _nbgrader(cell)
+    if meta.get("solution") and cell.cell_type == "code":
+        _, error = _execute(kernel, "__grading__.snapshot()")
+        if error:
+            raise RuntimeError(f"grading could not keep the variables: {error}")
+    result = yield  # the cell itself, as nbval runs it; a failure ends here
+    if meta.get("grade") and not meta.get("solution") and cell.cell_type == "code":
+        report = grading.grade(kernel, meta["grade_id"], cell.source)
+        session.counts["exercises"] += 1
+        session.counts["same"] += sum(v == "same" for *_, v in report["wrong"])
+        session.counts["rejected"] += sum(
+            v is not None and v.startswith(REJECTING) for *_, v in report["wrong"]
+        )
+        found = problems(meta["grade_id"], report)
+        if found:
+            raise AssertionError("the student version's checks:\n" + "\n".join(found))
+    return result
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    if SESSION_KEY not in config.stash:
+        return
+    counts = config.stash[SESSION_KEY].counts
+    if counts["notebooks"]:
+        terminalreporter.write_line(
+            f"grading (tests/nbval_grading.py): {counts['notebooks']} notebooks, "
+            f"{counts['exercises']} exercises graded blank and wrong, "
+            f"{counts['rejected']} wrong answers rejected, {counts['same']} equal to the model "
+            "answer on this run (nothing to reject)"
+        )
