@@ -496,23 +496,22 @@ class Session:
 
     def __init__(self):
         self.root: Path | None = None
-        self.by_file: dict[str, Grading | None] = {}
+        self.by_file: dict[str, Grading] = {}
         self.counts = {"notebooks": 0, "exercises": 0, "rejected": 0, "same": 0}
 
-    def grading(self, notebook: Path) -> Grading | None:
-        key = str(notebook)
-        if key not in self.by_file:
-            self.by_file[key] = None
-            if any(_nbgrader(c) for c in _read_cells(notebook)):
-                sys.path.insert(0, str(REPO / "scripts"))
-                import assignments  # noqa: PLC0415 - nbgrader is imported only when grading
+    def release(self, notebooks: list[Path]) -> None:
+        """Release every graded notebook of the session at once (one nbgrader start-up)."""
+        graded = [path for path in notebooks if any(_nbgrader(c) for c in _read_cells(path))]
+        if not graded:
+            return
+        sys.path.insert(0, str(REPO / "scripts"))
+        import assignments  # noqa: PLC0415 - nbgrader is imported only when grading
 
-                if self.root is None:
-                    self.root = Path(tempfile.mkdtemp(prefix="grading-"))
-                released = assignments.generate(self.root / notebook.stem, [notebook])[0]
-                self.by_file[key] = Grading(notebook, released)
-                self.counts["notebooks"] += 1
-        return self.by_file[key]
+        self.root = Path(tempfile.mkdtemp(prefix="grading-"))
+        released = assignments.generate(self.root, graded)
+        for notebook, student in zip(graded, released, strict=True):
+            self.by_file[str(notebook)] = Grading(notebook, student)
+        self.counts["notebooks"] = len(graded)
 
     def close(self) -> None:
         if self.root is not None:
@@ -524,6 +523,11 @@ SESSION_KEY = pytest.StashKey[Session]()
 
 def pytest_configure(config):
     config.stash[SESSION_KEY] = Session()
+
+
+def pytest_collection_finish(session):
+    files = {str(item.parent.fspath) for item in session.items if hasattr(item, "cell")}
+    session.config.stash[SESSION_KEY].release([Path(path) for path in sorted(files)])
 
 
 def pytest_unconfigure(config):
@@ -538,7 +542,7 @@ def pytest_runtest_call(item):
     if cell is None or kernel is None:  # not an nbval cell
         return (yield)
     session = item.config.stash[SESSION_KEY]
-    grading = session.grading(Path(str(item.parent.fspath)))
+    grading = session.by_file.get(str(item.parent.fspath))
     if grading is None:
         return (yield)
     if not grading.started:
