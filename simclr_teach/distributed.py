@@ -78,9 +78,16 @@ def process_group(device: str | torch.device = "auto", timeout_s: float = 600.0)
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))  # one GPU per process
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    finished = False
     try:
         yield True
+        finished = True
     finally:
+        if finished:
+            # every rank done before any tears the group down: a rank that destroys it while
+            # another still talks to it can abort the other at exit (gloo: "terminate called
+            # without an active exception"), and torchrun then fails a run that succeeded
+            dist.barrier()
         dist.destroy_process_group()
 
 
