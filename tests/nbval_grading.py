@@ -428,7 +428,8 @@ def _execute(kernel, code: str, timeout: float = TIMEOUT) -> tuple[str, str | No
             error = f"{content['ename']}: {content['evalue']}"
 
 
-def _nbgrader(cell) -> dict:
+def nbgrader_of(cell) -> dict:
+    """A cell's nbgrader metadata ({} for a lesson cell)."""
     return cell.get("metadata", {}).get("nbgrader", {})
 
 
@@ -438,9 +439,9 @@ class Grading:
     def __init__(self, notebook: Path, released: Path):
         self.released = released
         self.student = {
-            _nbgrader(c)["grade_id"]: "".join(c["source"])
+            nbgrader_of(c)["grade_id"]: "".join(c["source"])
             for c in _read_cells(released)
-            if _nbgrader(c) and c["cell_type"] == "code"
+            if nbgrader_of(c) and c["cell_type"] == "code"
         }
         self.wrong = WRONG_ANSWERS.get(notebook.stem, [])
         self.started = False
@@ -501,7 +502,7 @@ class Session:
 
     def release(self, notebooks: list[Path]) -> None:
         """Release every graded notebook of the session at once (one nbgrader start-up)."""
-        graded = [path for path in notebooks if any(_nbgrader(c) for c in _read_cells(path))]
+        graded = [path for path in notebooks if any(nbgrader_of(c) for c in _read_cells(path))]
         if not graded:
             return
         sys.path.insert(0, str(REPO / "scripts"))
@@ -547,7 +548,7 @@ def pytest_runtest_call(item):
         return (yield)
     if not grading.started:
         grading.start(kernel)
-    meta = _nbgrader(cell)
+    meta = nbgrader_of(cell)
     if meta.get("solution") and cell.cell_type == "code":
         _, error = _execute(kernel, "__grading__.snapshot()")
         if error:

@@ -1,7 +1,9 @@
-"""The exercises as assignments: student versions, autograding, checks that reject wrong answers.
+"""The exercises as assignments: complete metadata, student versions, nbgrader's autograder.
 
 The notebooks in notebooks/ are the instructor version (solutions in; nbval runs them).
-`scripts/assignments.py` (make assignments) releases the student version with nbgrader.
+`scripts/assignments.py` (make assignments) releases the student version with nbgrader. That the
+blank answers score nothing and the checks reject wrong answers is checked in nbval's own run of
+each notebook, by the plugin tests/nbval_grading.py (its cases: WRONG_ANSWERS there).
 """
 
 import json
@@ -17,13 +19,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 sys.path.insert(0, str(REPO / "tests"))
 
 import assignments  # noqa: E402
-from nbval_grading import WRONG_ANSWERS  # noqa: E402
+from nbval_grading import WRONG_ANSWERS, nbgrader_of  # noqa: E402
 
 GRADED = assignments.graded_notebooks()
-
-
-def _nbgrader(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {})
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +39,14 @@ def test_some_notebooks_have_graded_exercises():
 def test_every_exercise_is_complete(path):
     """Each answer cell is followed by its check; each check has a visible part; ids unique."""
     cells = json.loads(path.read_text())["cells"]
-    graded = [(i, _nbgrader(c)) for i, c in enumerate(cells) if _nbgrader(c)]
+    graded = [(i, nbgrader_of(c)) for i, c in enumerate(cells) if nbgrader_of(c)]
     ids = [meta["grade_id"] for _, meta in graded]
     assert len(ids) == len(set(ids)), "grade ids must be unique"
     for i, meta in graded:
         cell = cells[i]
         text = "".join(cell["source"])
         if meta["solution"] and cell["cell_type"] == "code":
-            check = _nbgrader(cells[i + 1])
+            check = nbgrader_of(cells[i + 1])
             assert check.get("grade") and not check.get("solution"), f"no check after {meta}"
             assert "### BEGIN SOLUTION" in text and "### END SOLUTION" in text
         if meta["solution"] and cell["cell_type"] == "markdown":
@@ -68,7 +66,7 @@ def test_student_version_hides_solutions_and_hidden_tests(course):
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
         assert not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
         for cell in nb.cells:
-            meta = _nbgrader(cell)
+            meta = nbgrader_of(cell)
             if meta.get("solution") and cell.cell_type == "code":
                 assert "raise NotImplementedError" in cell.source
             if meta.get("solution") and cell.cell_type == "markdown":
@@ -108,7 +106,7 @@ def test_autograder_full_marks_for_the_instructor_none_for_a_blank_student(cours
         if cell.cell_type != "code":
             continue
         errors = [o.ename for o in cell.get("outputs", []) if o.output_type == "error"]
-        meta = _nbgrader(cell)
+        meta = nbgrader_of(cell)
         if meta.get("solution"):
             assert errors == ["NotImplementedError"], cell.source
         elif not meta.get("grade"):
@@ -121,11 +119,11 @@ def test_every_wrong_answer_names_a_check_of_its_notebook():
         path = REPO / "notebooks" / f"{name}.ipynb"
         assert path in GRADED, f"{name}: not a graded notebook"
         cells = json.loads(path.read_text())["cells"]
-        checks = {_nbgrader(c)["grade_id"] for c in cells if _nbgrader(c).get("grade")}
+        checks = {nbgrader_of(c)["grade_id"] for c in cells if nbgrader_of(c).get("grade")}
         answers = {
-            _nbgrader(c)["grade_id"]: "".join(c["source"])
+            nbgrader_of(c)["grade_id"]: "".join(c["source"])
             for c in cells
-            if _nbgrader(c).get("solution") and c["cell_type"] == "code"
+            if nbgrader_of(c).get("solution") and c["cell_type"] == "code"
         }
         for check, variable, _ in cases:
             assert check in checks, f"{name}: no check cell {check}"
