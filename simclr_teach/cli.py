@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_dataclass_flags(
         sweep.add_argument_group("the base run (default: lab.LAB_BASE)"), TrainConfig, LAB_BASE
     )
-    from simclr_teach.protocol import FEW_LABEL_BUDGETS, STEPS
+    from simclr_teach.protocol import FEW_LABEL_BUDGETS
 
     few = commands.add_parser(
         "few-labels",
@@ -122,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
         "--checkpoint",
         type=Path,
         default=None,
-        help="SimCLR model (default: the course's default run, trained if not cached)",
+        help="one SimCLR model for every seed (default: the course's default run pretrained "
+        "with each seed, trained if not cached)",
     )
     few.add_argument(
         "--budgets",
@@ -131,8 +132,13 @@ def _parser() -> argparse.ArgumentParser:
         default=list(FEW_LABEL_BUDGETS),
         help="labelled digits per class",
     )
-    few.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draws of the labels")
-    few.add_argument("--steps", type=int, default=STEPS, help="classifier schedule length")
+    few.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2],
+        help="draws of the labels, and of the SimCLR pretraining unless --checkpoint",
+    )
     return parser
 
 
@@ -341,14 +347,16 @@ def _few_label_rows(
     from simclr_teach.train import TrainConfig, load_model, load_or_train
     from simclr_teach.utils import csv_text
 
-    if args.checkpoint is None:
-        config = TrainConfig()
-        model, _ = load_or_train(config, progress=True)
-    else:
-        config = TrainConfig.from_dict(load_checkpoint(args.checkpoint)["config"])
-        model = load_model(args.checkpoint)
-    data = load_mnist(config.data)
     start = time.perf_counter()
+    if args.checkpoint is None:  # the default run pretrained with each seed
+        configs = [replace(TrainConfig(), seed=seed) for seed in args.seeds]
+        models = [load_or_train(config, progress=True)[0] for config in configs]
+    else:
+        configs = [TrainConfig.from_dict(load_checkpoint(args.checkpoint)["config"])]
+        models = [load_model(args.checkpoint)] * len(args.seeds)
+        configs *= len(args.seeds)
+    config = configs[0]
+    data = load_mnist(config.data)
 
     def report(row: dict) -> None:
         rows.append(row)
@@ -360,18 +368,19 @@ def _few_label_rows(
         )
 
     few_label_study(
-        model,
+        models,
         data.train_images,
         data.train_labels,
         data.test_images,
         data.test_labels,
         args.budgets,
         args.seeds,
-        steps=args.steps,
+        pretrain_seeds=[c.seed for c in configs],
         progress=report,
     )
-    minutes = round((time.perf_counter() - start) / 60, 1)
-    return {"model": asdict(config), "data": data.name, "rows": len(rows), "minutes": minutes}
+    minutes = round((time.perf_counter() - start) / 60, 1)  # pretraining included
+    model = {**asdict(config), "seed": sorted({c.seed for c in configs})}
+    return {"model": model, "data": data.name, "rows": len(rows), "minutes": minutes}
 
 
 def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
@@ -385,7 +394,7 @@ def _few_labels(args: argparse.Namespace, argv: list[str]) -> int:
     )
 
     note = note_path(args.out)  # every argument is checked before a model is trained
-    check_few_label_arguments(args.budgets, args.seeds, steps=args.steps)
+    check_few_label_arguments(args.budgets, args.seeds)
     partial = partial_path(args.out)
     busy = (
         f"another process is writing {args.out} (its rows so far: {partial}); wait for it to "

@@ -84,6 +84,38 @@ def classifier_accuracy(classifier: nn.Module, images: Tensor, labels: Tensor) -
     return right.float().mean().item()
 
 
+def fit_linear_head(
+    encoder: nn.Module, head: nn.Linear, x: Tensor, y: Tensor, C: float = 1.0
+) -> None:
+    """The LP of LP-FT: fit ``head`` on the frozen encoder's features, in place.
+
+    Full-batch L-BFGS on the mean cross-entropy plus ``|W|^2 / (2 C N)``: scikit-learn's
+    logistic regression with inverse strength C (``evaluate.linear_probe``), on the features of
+    the clean digits with the encoder in eval mode, as a linear probe sees them. The encoder is
+    not changed.
+
+    Args:
+        encoder: f, (N, 1, 28, 28) -> (N, D); left in the mode it was in.
+        head: nn.Linear(D, classes), overwritten. x: float (N, 1, 28, 28) in [0, 1]; y: (N,).
+        C: inverse L2 strength, > 0.
+    """
+    was_training = encoder.training
+    encoder.eval()
+    with torch.no_grad():
+        h = torch.cat([encoder(x[i : i + 1024]).float() for i in range(0, len(x), 1024)])
+    encoder.train(was_training)
+    optimizer = torch.optim.LBFGS(head.parameters(), max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        penalty = head.weight.square().sum() / (2 * C * len(y))
+        loss = F.cross_entropy(head(h), y) + penalty
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+
+
 def train_classifier(
     images: Tensor,
     labels: Tensor,
@@ -98,6 +130,8 @@ def train_classifier(
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
     strength: float = 1.0,
+    encoder_lr_scale: float = 1.0,
+    probe_first: bool = False,
     seed: int = 0,
     stop_at: int | None = None,
     bn_images: Tensor | None = None,
@@ -110,7 +144,13 @@ def train_classifier(
     are fewer), one ``BatchAugment(strength)`` view each, AdamW with a 5% linear warm-up and a
     cosine decay to 0 at ``steps``. Every ``eval_every`` steps and at the end, BatchNorm is
     recalibrated on clean digits (``recalibrate_batchnorm``) and the validation accuracy is
-    measured; the weights of the best step are kept (the earliest of ties).
+    measured; the weights of the best step are kept (the latest of ties: more training).
+
+    Two standard ways to fine-tune a pretrained encoder gently: a smaller learning rate for it
+    than for the new layer (``encoder_lr_scale``), and LP-FT (Kumar et al., 2022,
+    arXiv:2202.10054): fit the new linear layer on the frozen encoder's features first
+    (``probe_first``), so that the first steps do not push the features with a random layer's
+    gradients.
 
     Args:
         images: uint8 (N, 28, 28) labelled training digits; labels: (N,) classes 0..C-1.
@@ -120,6 +160,10 @@ def train_classifier(
         steps: length of the schedule. eval_every: validation interval in steps.
         batch_size: digits per step (capped at N). lr: peak learning rate. weight_decay: AdamW's.
         strength: ``BatchAugment`` strength of the views (0 = the digits as they are).
+        encoder_lr_scale: the encoder's learning rate is ``lr * encoder_lr_scale`` (the new
+            linear layer's is ``lr``); in (0, 1].
+        probe_first: before the first step, fit the linear layer alone on the encoder's
+            features of the clean labelled digits (``fit_linear_head``): LP-FT.
         seed: initialisation (from scratch), batches and views.
         stop_at: train only this many steps of the ``steps``-long schedule (to refit with a
             budget chosen earlier, on more labels); validation is then scored only at the end.
@@ -140,19 +184,31 @@ def train_classifier(
             f"need steps >= 1, eval_every >= 1 and 1 <= stop_at <= steps, got "
             f"steps={steps}, eval_every={eval_every}, stop_at={stop_at}"
         )
+    if not 0 < encoder_lr_scale <= 1:
+        raise ValueError(
+            f"encoder_lr_scale must be in (0, 1] (the encoder's share of lr), got "
+            f"{encoder_lr_scale}; 1 trains every layer at lr"
+        )
     from simclr_teach.train import lr_at  # the same warm-up + cosine as SimCLR training
 
     num_classes = int(max(labels.max(), torch.as_tensor(val_labels).max())) + 1
     with torch.random.fork_rng():  # seeded initialisation, the global RNG left as it was
         torch.manual_seed(seed)
         f = ConvEncoder(width) if encoder is None else copy.deepcopy(encoder)
-        classifier = nn.Sequential(f, nn.Linear(f.out_dim, num_classes))
+        head = nn.Linear(f.out_dim, num_classes)
+        classifier = nn.Sequential(f, head)
     device = next(f.parameters()).device
     classifier.to(device)
-    optimizer = torch.optim.AdamW(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+    x_all, y_all = preprocess(images).to(device), labels.to(device)  # (N, 1, 28, 28) in [0, 1]
+    if probe_first:
+        fit_linear_head(f, head, x_all, y_all)
+    groups = [  # "scale": each group's share of the scheduled learning rate
+        {"params": list(f.parameters()), "scale": encoder_lr_scale},
+        {"params": list(head.parameters()), "scale": 1.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
     generator = torch.Generator().manual_seed(seed)
     augment = BatchAugment(strength)
-    x_all, y_all = preprocess(images).to(device), labels.to(device)  # (N, 1, 28, 28) in [0, 1]
     n = min(batch_size, len(images))
     amp = autocast_dtype(device, default_amp())  # float32 under $SIMCLR_TEACH_PRECISION=float32
     last = steps if stop_at is None else stop_at
@@ -160,7 +216,7 @@ def train_classifier(
     classifier.train()
     for step in range(1, last + 1):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step - 1, steps, max(1, steps // 20), lr)
+            group["lr"] = group["scale"] * lr_at(step - 1, steps, max(1, steps // 20), lr)
         batch = torch.randperm(len(images), generator=generator)[:n].to(device)
         x = augment(x_all[batch], generator)  # (n, 1, 28, 28) one view each
         with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
@@ -172,7 +228,7 @@ def train_classifier(
             recalibrate_batchnorm(classifier, images if bn_images is None else bn_images)
             accuracy = classifier_accuracy(classifier, val_images, val_labels)
             curve.append((step, accuracy))
-            if accuracy > best_accuracy:  # the earliest of ties
+            if accuracy >= best_accuracy:  # the latest of ties: more training
                 best_step, best_accuracy = step, accuracy
                 state = copy.deepcopy(classifier.state_dict())
             classifier.train()

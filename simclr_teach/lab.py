@@ -250,7 +250,7 @@ def score(model: torch.nn.Module, data_name: str = "embedded") -> float:
     from simclr_teach.evaluate import embed, knn_accuracy
 
     data = load_mnist(data_name, verbose=False)
-    h = embed(model, data.train_images)  # (4000, D_h)
+    h = embed(model, data.train_images)  # (N_train, D_h)
     return knn_accuracy(h, data.train_labels, h, data.train_labels, leave_one_out=True)
 
 

@@ -17,18 +17,34 @@ import torch.nn.functional as F
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, NullLocator
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import NullLocator
 from torch import Tensor
 
 # Okabe & Ito's colour-blind-safe palette: blue, vermillion, bluish green, orange, sky blue,
 # reddish purple, yellow, black
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#E69F00", "#56B4E9", "#CC79A7", "#F0E442", "#000000"]
 GREY = "#7f7f7f"  # reference lines: chance, raw pixels, a random encoder
+# Ten digit classes need ten colours: the palette above plus two of Paul Tol's colour-blind-safe
+# "muted" scheme (wine, olive). Maps also write each digit on its cluster, so colour is not the
+# only cue.
+DIGIT_COLOURS = [*PALETTE, "#882255", "#999933"]
+# What the augmentation fields do, in words, for figure labels (AugmentParams field -> words).
+TRANSFORM_WORDS = {
+    "crop_scale": "random crop",
+    "rotation": "rotation",
+    "translate": "translation",
+    "shear": "shear",
+    "elastic": "elastic warp",
+    "noise": "pixel noise",
+    "blur": "blur",
+    "erase_p": "random erasing",
+}
 SMALL = 8  # the smallest font in a figure (tick labels of dense panels, cell counts)
 
-# The course's one style: 100 dpi inline figures (read on the web, so PNGs stay small but
-# sharp), fonts readable at that size, the palette above as the colour cycle, no top/right
-# frame, and digits drawn pixel by pixel.
+# The course's one style: figures sized at 100 dpi (inline in a notebook they are drawn at
+# twice that, "retina", so they stay sharp on high-density screens), fonts readable at that
+# size, the palette above as the colour cycle, no top/right frame, digits drawn pixel by pixel.
 STYLE = {
     "figure.dpi": 100,
     "savefig.dpi": 100,
@@ -51,8 +67,20 @@ STYLE = {
 
 
 def use_style() -> None:
-    """Apply ``STYLE`` to matplotlib for this process (every notebook calls it once)."""
+    """Apply ``STYLE`` to matplotlib for this process (every notebook calls it once).
+
+    In a Jupyter kernel it also asks for "retina" inline figures: the PNG holds twice the
+    pixels of the figure's displayed size, so 8-9 pt text stays sharp on high-density screens.
+    """
     plt.rcParams.update(STYLE)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: nothing inline to configure
+        return
+    if get_ipython() is not None and "inline" in plt.get_backend():
+        from matplotlib_inline.backend_inline import set_matplotlib_formats
+
+        set_matplotlib_formats("retina")
 
 
 ArrayLike = Tensor | np.ndarray
@@ -144,8 +172,9 @@ def training_curves(
     history: object,
     knn_reference: Mapping[str, float] | None = None,
     top1_chance: float | None = None,
+    loss_reference: tuple[str, float] | None = None,
 ) -> Figure:
-    """Four panels against epoch: loss (log scale), contrastive top-1, kNN monitor, learning rate.
+    """Four panels against epoch: loss, contrastive top-1, kNN monitor, learning rate.
 
     Args:
         history: object or dict with lists ``epoch``, ``loss``, ``top1``, ``lr`` and ``knn``
@@ -153,6 +182,8 @@ def training_curves(
         knn_reference: name -> accuracy drawn as a dashed line on the kNN panel (e.g. raw
             pixels on the same validation digits), so the monitor has something to beat.
         top1_chance: the top-1 of guessing, 1 / (2N - 1), drawn on the top-1 panel.
+        loss_reference: (name, loss) drawn as a dashed line on the loss panel, e.g. the loss
+            of one reference configuration (``loss.loss_floor``), so the curve has a scale.
     """
     epoch = _field(history, "epoch")
     if not epoch:
@@ -163,11 +194,10 @@ def training_curves(
     fig, axes = plt.subplots(2, 2, figsize=(8, 5.5), layout="constrained")
     (loss_ax, top1_ax), (knn_ax, lr_ax) = axes
     loss_ax.plot(epoch, _field(history, "loss"), marker=".", color=PALETTE[0])
-    loss_ax.set(title="NT-Xent loss (log scale)", xlabel="epoch", yscale="log")
-    loss = [v for v in _field(history, "loss") if v > 0]
-    loss_ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 4, not 4 x 10^0
-    if loss and max(loss) < 10 * min(loss):  # within a decade: label the minor ticks too
-        loss_ax.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
+    loss_ax.set(title="NT-Xent loss", xlabel="epoch")
+    if loss_reference is not None:
+        loss_ax.axhline(loss_reference[1], color=GREY, linestyle="--", label=loss_reference[0])
+        loss_ax.legend(loc="upper right")
     top1_ax.plot(epoch, _field(history, "top1"), marker=".", color=PALETTE[0])
     if top1_chance is not None:
         top1_ax.axhline(top1_chance, color=GREY, linestyle="--", label="chance, 1 / (2N - 1)")
@@ -192,6 +222,8 @@ def similarity_heatmap(z1: Tensor, z2: Tensor, title: str | None = None) -> Figu
     """Cosine similarity of all 2N projections cat(z1, z2), what NT-Xent reads (Chen et al., 2020).
 
     Positives sit on the two off-diagonals at +-N; lines split the view-1 and view-2 blocks.
+    The diagonal (each view with itself, always 1, and masked out of NT-Xent) is drawn grey, so
+    that the positives are the brightest cells.
 
     Args:
         z1, z2: (N, D) projections of the two views.
@@ -199,14 +231,16 @@ def similarity_heatmap(z1: Tensor, z2: Tensor, title: str | None = None) -> Figu
     z = torch.cat([torch.as_tensor(z1), torch.as_tensor(z2)]).detach().cpu().float()  # (2N, D)
     z = F.normalize(z, dim=1)  # unit rows: dot product = cosine
     similarity = (z @ z.T).numpy()  # (2N, 2N) in [-1, 1]
+    np.fill_diagonal(similarity, np.nan)  # self-similarity: not a candidate, drawn grey
     n = len(z1)
     fig, ax = plt.subplots(figsize=(4.5, 3.8), layout="constrained")
-    image = ax.imshow(similarity, cmap="RdBu_r", vmin=-1, vmax=1)
+    colours = plt.get_cmap("RdBu_r").with_extremes(bad="#bbbbbb")
+    image = ax.imshow(similarity, cmap=colours, vmin=-1, vmax=1)
     for position in (ax.axhline, ax.axvline):
         position(n - 0.5, color="black", linewidth=1)
     blocks = [(n - 1) / 2, n + (n - 1) / 2]  # centre of each view's block
     ax.set(
-        title=title or "cosine similarity of cat(z1, z2)",
+        title=title or "cosine similarity of cat(z1, z2); grey: self, masked",
         xticks=blocks,
         yticks=blocks,
         xticklabels=["view 1", "view 2"],
@@ -219,7 +253,7 @@ def similarity_heatmap(z1: Tensor, z2: Tensor, title: str | None = None) -> Figu
 def tsne_scatter(
     points: ArrayLike, labels: ArrayLike, title: str | None = None, ax: Axes | None = None
 ) -> Figure:
-    """2-D map coloured by digit (tab10), each digit written at the median of its points.
+    """2-D map coloured by digit (``DIGIT_COLOURS``), each digit written at its points' median.
 
     Args:
         points: (N, 2), e.g. from ``evaluate.tsne``. labels: (N,) integer digits.
@@ -230,10 +264,10 @@ def tsne_scatter(
         raise ValueError(f"need points (N, 2) and labels (N,), got {points.shape}, {labels.shape}")
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 4), layout="constrained")
-    colours = plt.get_cmap("tab10")
     for digit in np.unique(labels):
         mine = points[labels == digit]
-        ax.scatter(mine[:, 0], mine[:, 1], s=3, color=colours(int(digit) % 10), alpha=0.7)
+        colour = DIGIT_COLOURS[int(digit) % len(DIGIT_COLOURS)]
+        ax.scatter(mine[:, 0], mine[:, 1], s=5, color=colour, alpha=0.7, linewidths=0)
         cx, cy = np.median(mine, axis=0)  # median: robust to a few stray points
         box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "alpha": 0.7, "linewidth": 0}
         ax.text(cx, cy, str(digit), fontsize=11, weight="bold", ha="center", va="center", bbox=box)
@@ -244,7 +278,7 @@ def tsne_scatter(
     return ax.figure
 
 
-def tsne_grid(panels: Mapping[str, tuple[ArrayLike, ArrayLike]], ncols: int = 4) -> Figure:
+def tsne_grid(panels: Mapping[str, tuple[ArrayLike, ArrayLike]], ncols: int = 2) -> Figure:
     """One ``tsne_scatter`` per feature space, side by side (``ncols`` per row).
 
     Args:
@@ -255,7 +289,7 @@ def tsne_grid(panels: Mapping[str, tuple[ArrayLike, ArrayLike]], ncols: int = 4)
     cols = min(ncols, len(panels))
     rows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(
-        rows, cols, figsize=(2.5 * cols, 2.6 * rows), squeeze=False, layout="constrained"
+        rows, cols, figsize=(3.2 * cols, 3.3 * rows), squeeze=False, layout="constrained"
     )
     for ax, (name, (points, labels)) in zip(axes.flat, panels.items(), strict=False):
         tsne_scatter(points, labels, title=name, ax=ax)
@@ -272,12 +306,15 @@ def accuracy_vs(
     logx: bool = False,
     title: str | None = None,
     errors: Mapping[str, Sequence[float]] | None = None,
+    logy: bool = False,
 ) -> Figure:
     """Line plot of several series over a shared x (few-label curves, sweeps). None = missing point.
 
     Args:
         x: (P,) values on the x axis. series: name -> (P,) values, one line each.
         errors: name -> (P,) half-widths of error bars (e.g. the std over seeds), optional.
+        logy: log scale on y with plain-number ticks, e.g. for error rates that span 1% to 50%,
+            where a linear axis would squash the small ones.
     """
     fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
     for name, values in series.items():
@@ -294,6 +331,12 @@ def accuracy_vs(
         if len(x) <= 8:  # few points: tick exactly at them, in plain numbers
             ax.set_xticks(list(x), [f"{v:g}" for v in x])
             ax.xaxis.set_minor_locator(NullLocator())
+    if logy:
+        ax.set_yscale("log")
+        low, high = ax.get_ylim()
+        ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100) if low <= t <= high]
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        ax.yaxis.set_minor_locator(NullLocator())
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.grid(alpha=0.3)
     if series:
@@ -391,14 +434,25 @@ def confusion_matrix_plot(true: ArrayLike, pred: ArrayLike, title: str | None = 
 
 
 def neighbour_gallery(
-    query_images: ArrayLike, neighbour_images_by_space: Mapping[str, ArrayLike]
+    query_images: ArrayLike,
+    neighbour_images_by_space: Mapping[str, ArrayLike],
+    query_labels: ArrayLike | None = None,
+    neighbour_labels_by_space: Mapping[str, ArrayLike] | None = None,
+    query_names: Sequence[str] | None = None,
 ) -> Figure:
-    """For each query, one row per feature space: the query, then its nearest neighbours there.
+    """For each query, a block of rows, one per feature space: the query, then its neighbours.
+
+    Each block has its own title (the query's name and label), so blocks read apart. With
+    labels, each neighbour is captioned with its label, in the palette's green when it matches
+    the query's and in vermillion when it does not.
 
     Args:
         query_images: (Q, 28, 28) digits.
         neighbour_images_by_space: space name -> (Q, k, 28, 28) neighbours, nearest first,
             e.g. ``train_images[nearest_neighbours(...)[1]]``.
+        query_labels: (Q,) labels of the queries, optional.
+        neighbour_labels_by_space: space name -> (Q, k) labels of the neighbours, optional.
+        query_names: a title per query (default "query 1", "query 2", ...).
     """
     queries = _as_images(query_images)
     spaces = {name: torch.as_tensor(images) for name, images in neighbour_images_by_space.items()}
@@ -406,25 +460,43 @@ def neighbour_gallery(
         raise ValueError(
             "neighbour_images_by_space must map names to (Q, k, 28, 28) with Q = len(query_images)"
         )
+    names = list(query_names or [f"query {q + 1}" for q in range(len(queries))])
+    if len(names) != len(queries):
+        raise ValueError(f"query_names has {len(names)} names for {len(queries)} queries")
     k = max(images.shape[1] for images in spaces.values())
-    fig, axes = _grid(len(queries) * len(spaces), 1 + k, 0.7, None)
-    for q in range(len(queries)):
+    cell = 0.7
+    fig = plt.figure(
+        figsize=((1 + k) * cell + 0.9, len(queries) * (len(spaces) * cell + 0.45)),
+        layout="constrained",
+    )
+    for q, block in enumerate(np.atleast_1d(fig.subfigures(len(queries), 1, hspace=0.04))):
+        label = "" if query_labels is None else f" (label {int(query_labels[q])})"
+        block.suptitle(names[q] + label, fontsize=9, x=0.02, ha="left")
+        axes = block.subplots(len(spaces), 1 + k, squeeze=False)
         for s, (name, images) in enumerate(spaces.items()):
-            row = axes[q * len(spaces) + s]
+            row = axes[s]
             _show(row[0], queries[q])
             row[0].set_ylabel(name, fontsize=SMALL, rotation=0, ha="right", va="center")
             neighbours = _as_images(images[q])  # (k, 28, 28)
             for j, ax in enumerate(row[1:]):
-                if j < len(neighbours):
-                    _show(ax, neighbours[j])
-                else:
+                if j >= len(neighbours):
                     ax.set_visible(False)  # this space returned fewer neighbours
-    axes[0, 0].set_title("query", fontsize=8)
+                    continue
+                _show(ax, neighbours[j])
+                if neighbour_labels_by_space is not None and query_labels is not None:
+                    mine = int(neighbour_labels_by_space[name][q][j])
+                    match = mine == int(query_labels[q])
+                    colour = PALETTE[2] if match else PALETTE[1]
+                    ax.set_title(str(mine), fontsize=SMALL, color=colour, pad=1)
     return fig
 
 
 def image_rows(
-    rows: Mapping[str, ArrayLike], n: int = 8, scale: float = 0.8, title: str | None = None
+    rows: Mapping[str, ArrayLike],
+    n: int = 8,
+    scale: float = 0.8,
+    title: str | None = None,
+    outline: Mapping[str, tuple[int, int, int, int]] | None = None,
 ) -> Figure:
     """Rows of digits with a name on the left of each row: one transform or engine per row.
 
@@ -433,6 +505,8 @@ def image_rows(
     Args:
         rows: name -> (B, 28, 28) or (B, 1, 28, 28) images; the first ``n`` of each are shown.
         n: digits per row. scale: inches per digit. title: figure title.
+        outline: row name -> (top, left, height, width) in pixels: a region outlined in every
+            image of that row, to point at something small (e.g. the stamped bits of 06).
     """
     if not rows:
         raise ValueError("rows is empty; pass {name: images}")
@@ -443,6 +517,18 @@ def image_rows(
         for i, ax in enumerate(row):
             if i < len(x):
                 _show(ax, x[i])
+                if outline is not None and name in outline:
+                    top, left, height, width = outline[name]
+                    ax.add_patch(
+                        Rectangle(
+                            (left - 0.5, top - 0.5),
+                            width,
+                            height,
+                            fill=False,
+                            edgecolor=PALETTE[3],
+                            linewidth=1.5,
+                        )
+                    )
             else:
                 ax.set_visible(False)  # this row is shorter
         row[0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
@@ -632,23 +718,41 @@ def _temperature_panel(
     left.grid(alpha=0.3)
 
 
+def _run_label(label: str) -> str:
+    """A lab row's label in words: "no erase_p" -> "no random erasing"."""
+    for field, words in TRANSFORM_WORDS.items():
+        label = label.replace(field, words)
+    return label
+
+
 def _bar_panel(right: Axes, bar_rows: Sequence[Mapping], highlight: str | None) -> None:
-    names = [
-        f"{r['label']} (tau {float(r['temperature']):g}, N {int(r['batch_size'])})"
-        for r in bar_rows
-    ]
+    """One dot per run (a dot plot: unlike bars, dots do not suggest an axis that starts at 0)."""
+    shared = {(float(r["temperature"]), int(r["batch_size"])) for r in bar_rows}
+    names = [_run_label(str(r["label"])) for r in bar_rows]
+    if len(shared) > 1:  # runs differ in tau or N: say so in each label
+        names = [
+            f"{name} (tau {float(r['temperature']):g}, N {int(r['batch_size'])})"
+            for name, r in zip(names, bar_rows, strict=True)
+        ]
+    elif shared:  # one tau and N for all: once, in the title
+        tau, n = shared.pop()
+        right.set_title(f"every run at tau {tau:g}, N {n}", fontsize=9)
     accs = [100 * float(r["loo_knn"]) for r in bar_rows]
     colors = [
         PALETTE[1] if highlight is not None and r["key"] == highlight else PALETTE[0]
         for r in bar_rows
     ]
-    right.barh(range(len(bar_rows)), accs, color=colors)
-    right.set_yticks(range(len(bar_rows)), names, fontsize=SMALL)
+    ys = range(len(bar_rows))
+    right.scatter(accs, ys, color=colors, zorder=3)
+    right.set_yticks(ys, names, fontsize=9)
     right.invert_yaxis()  # first row on top
-    for y, acc in enumerate(accs):
-        right.text(acc, y, f" {acc:.1f}", va="center", fontsize=SMALL)
-    right.set_xlim(max(0.0, min(accs, default=0.0) - 10), 100)
+    for y, acc in zip(ys, accs, strict=True):
+        right.text(acc, y - 0.3, f"{acc:.1f}", ha="center", va="bottom", fontsize=SMALL)
+    low, high = min(accs, default=0.0), max(accs, default=100.0)
+    right.set_xlim(low - 0.1 * (high - low) - 0.5, high + 0.1 * (high - low) + 0.5)
+    right.set_ylim(len(bar_rows) - 0.5, -0.9)
     right.set_xlabel("leave-one-out kNN of h (%)")
+    right.grid(alpha=0.3)  # both axes: a row's dot reads against its own line, not a bar
 
 
 def collapse_curves(

@@ -10,7 +10,8 @@ and fine-tuning (``finetune``) on them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -352,16 +353,35 @@ def labelled_subset(labels: Tensor, per_class: int, seed: int = 0) -> Tensor:
 
 FEW_LABEL_BUDGETS = (1, 10, 50, 400)  # labelled digits per class; 400 = every training label
 FEW_LABEL_METHODS = ("kNN on h", "linear probe on h", "supervised CNN", "fine-tuned SimCLR")
-STRENGTHS = (0.5, 1.0, 1.5)  # BatchAugment strengths the classifiers choose from
-STEPS, EVAL_EVERY = 800, 100  # classifier schedule; validation every 100 steps
 BN_DIGITS = 1000  # clean training digits that recalibrate BatchNorm
+
+# The classifiers' recipe search (``tune_classifier``): from CLASSIFIER_START, one coordinate at a
+# time, each value trained and scored on validation; a value replaces the current one only when
+# it scores higher. Fine-tuning also searches how gently the pretrained encoder is trained.
+# Then the schedule length: every length of STEP_GRID, doubled while the longest wins (up to
+# MAX_STEPS), so that the chosen length lies inside the range tried; ties go to the longer.
+CLASSIFIER_START = {"strength": 1.0, "lr": 2e-3, "weight_decay": 1e-4, "steps": 500}
+CLASSIFIER_SEARCH: tuple[tuple[str, tuple[float, ...]], ...] = (
+    ("strength", (0.5, 1.0, 1.5)),  # BatchAugment strength of the labelled views
+    ("lr", (5e-4, 2e-3, 8e-3)),  # AdamW's peak learning rate
+    ("weight_decay", (1e-4, 5e-2)),  # AdamW's (decoupled) weight decay
+)
+FINETUNE_STYLES: tuple[dict[str, Any], ...] = (  # (encoder's share of lr, LP-FT)
+    {"encoder_lr_scale": 1.0, "probe_first": False},  # every layer at lr (paper, sec. 6)
+    {"encoder_lr_scale": 0.1, "probe_first": False},  # the pretrained encoder at lr / 10
+    {"encoder_lr_scale": 1.0, "probe_first": True},  # LP-FT: the linear layer fitted first
+    {"encoder_lr_scale": 0.1, "probe_first": True},  # both
+)
+STEP_GRID, MAX_STEPS = (250, 500, 1000, 2000), 8000
+RECIPE_KEYS = ("strength", "lr", "weight_decay", "steps", "encoder_lr_scale", "probe_first")
 FEW_LABEL_COLUMNS = (
     "per_class",
     "seed",
+    "pretrain_seed",
     "method",
     "labels",
-    "strength",
-    "steps",
+    *RECIPE_KEYS,
+    "candidates",
     "choice",
     "val_accuracy",
     "test_accuracy",
@@ -369,18 +389,11 @@ FEW_LABEL_COLUMNS = (
 )
 
 
-def check_few_label_arguments(
-    budgets: Sequence[int],
-    seeds: Sequence[int],
-    strengths: Sequence[float] = STRENGTHS,
-    steps: int = STEPS,
-    eval_every: int = EVAL_EVERY,
-) -> None:
+def check_few_label_arguments(budgets: Sequence[int], seeds: Sequence[int]) -> None:
     """Raise ValueError for an argument ``few_label_study`` would fail on only after some rows.
 
     It checks them first; ``python -m simclr_teach few-labels`` too, before training a model.
     """
-    from simclr_teach.augment import AugmentParams
     from simclr_teach.utils import MAX_SEED
 
     def whole(value: object, low: int, high: float = math.inf) -> bool:
@@ -396,29 +409,122 @@ def check_few_label_arguments(
         raise ValueError(
             f"seeds must be integers in [0, 2**32 - 1], got {list(seeds)}; pass e.g. 0 1 2"
         )
-    if not (whole(steps, 1) and whole(eval_every, 1)):
-        raise ValueError(
-            f"steps and eval_every must be integers >= 1, got steps={steps}, "
-            f"eval_every={eval_every}; the defaults are {STEPS} and {EVAL_EVERY}"
-        )
-    if not strengths:
-        raise ValueError(f"strengths must hold at least one value, e.g. {list(STRENGTHS)}")
-    for strength in strengths:
-        AugmentParams.at_strength(strength)  # a strength out of range raises here, naming it
+
+
+def recipe_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The recipe of a classifier row of ``few_label_study`` (e.g. read back from its CSV).
+
+    Blank fields (NaN or "") are left out; types are restored ("True" -> True, 1000.0 -> 1000),
+    so that ``train_classifier(**recipe)`` trains what the row trained.
+    """
+    types: dict[str, Callable[[Any], Any]] = {
+        "strength": float,
+        "lr": float,
+        "weight_decay": float,
+        "steps": lambda v: int(float(v)),
+        "encoder_lr_scale": float,
+        "probe_first": lambda v: v if isinstance(v, bool) else str(v).strip() == "True",
+    }
+    blank = lambda v: v is None or v == "" or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    return {k: cast(row[k]) for k, cast in types.items() if k in row and not blank(row[k])}
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """A recipe of ``tune_classifier`` in one line, e.g. "strength=1 lr=0.002 wd=0.0001 ..."."""
+    short = {"weight_decay": "wd", "encoder_lr_scale": "encoder_lr"}
+    parts = [f"{short.get(k, k)}={recipe[k]:g}" for k in RECIPE_KEYS[:5] if k in recipe]
+    return " ".join(parts + (["LP-FT"] if recipe.get("probe_first") else []))
+
+
+def tune_classifier(
+    images: Tensor,
+    labels: Tensor,
+    val_images: Tensor,
+    val_labels: Tensor,
+    encoder: nn.Module | None = None,
+    *,
+    seed: int = 0,
+    width: int = 32,
+    bn_images: Tensor | None = None,
+    search: Sequence[tuple[str, Sequence[Any]]] = CLASSIFIER_SEARCH,
+    step_grid: Sequence[int] = STEP_GRID,
+    max_steps: int = MAX_STEPS,
+) -> tuple[dict[str, Any], Any, int]:
+    """A classifier's recipe chosen on validation, as SimCLR's was chosen (04's frontier).
+
+    Coordinate search from ``CLASSIFIER_START`` (its schedule length clamped into the range of
+    ``step_grid``): for each (name, values) of ``search`` in turn,
+    and for a pretrained ``encoder`` then ``FINETUNE_STYLES``, every value is trained
+    (``finetune.train_classifier``, scored once at the end of its schedule) with the others at
+    their current best; the current value is kept unless another scores strictly higher. Last,
+    the schedule length: each of ``step_grid``, then the longest doubled while it wins (at
+    most ``max_steps``), ties to the longer: the chosen length is inside the range tried unless
+    it reached ``max_steps``. Identical recipes are trained once.
+
+    Args:
+        images, labels: uint8 (N, 28, 28) labelled digits and their classes.
+        val_images, val_labels: the validation split that chooses (never the test split).
+        encoder: None (a CNN from scratch) or a pretrained encoder to fine-tune.
+        seed, width, bn_images: as in ``train_classifier``.
+        search: the coordinates and their candidate values, searched in order.
+        step_grid: schedule lengths, increasing. max_steps: the longest schedule tried.
+
+    Returns:
+        (recipe, fit, candidates): the chosen keyword arguments of ``train_classifier`` (keys
+        of ``RECIPE_KEYS``), its ``Fit``, and how many recipes were trained.
+    """
+    from simclr_teach.finetune import train_classifier
+
+    grid = sorted(step_grid)
+    recipe: dict[str, Any] = dict(CLASSIFIER_START)  # its length clamped into the grid's range
+    recipe["steps"] = min(max(recipe["steps"], grid[0]), grid[-1])
+    if encoder is not None:
+        recipe.update(FINETUNE_STYLES[0])
+    fits: dict[tuple, Any] = {}
+
+    def accuracy(candidate: dict[str, Any]) -> float:
+        key = tuple(sorted(candidate.items()))
+        if key not in fits:
+            fits[key] = train_classifier(
+                images, labels, val_images, val_labels, encoder, width=width, seed=seed,
+                eval_every=candidate["steps"], bn_images=bn_images, **candidate,
+            )  # fmt: skip
+        return fits[key].val_accuracy
+
+    coordinates = [[{name: v} for v in values] for name, values in search]
+    if encoder is not None:
+        coordinates.append(list(FINETUNE_STYLES))
+    for changes in coordinates:
+        best = recipe
+        for change in changes:
+            candidate = {**recipe, **change}
+            if accuracy(candidate) > accuracy(best):  # strictly higher: ties keep the current
+                best = candidate
+        recipe = best
+    while True:
+        by_length = {n: accuracy({**recipe, "steps": n}) for n in grid}
+        chosen = max(grid, key=lambda n: (by_length[n], n))  # ties to the longer schedule
+        if chosen < grid[-1] or 2 * grid[-1] > max_steps:
+            break
+        grid.append(2 * grid[-1])  # the longest won: the range did not hold the choice yet
+    recipe = {**recipe, "steps": chosen}
+    return recipe, fits[tuple(sorted(recipe.items()))], len(fits)
 
 
 @memoised
 def few_label_study(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     train_images: Tensor,
     train_labels: Tensor,
     test_images: Tensor,
     test_labels: Tensor,
     budgets: Sequence[int] = FEW_LABEL_BUDGETS,
     seeds: Sequence[int] = (0, 1, 2),
-    strengths: Sequence[float] = STRENGTHS,
-    steps: int = STEPS,
-    eval_every: int = EVAL_EVERY,
+    pretrain_seeds: Sequence[int] | None = None,
+    recipes: dict[str, dict[str, Any]] | None = None,
+    search: Sequence[tuple[str, Sequence[Any]]] = CLASSIFIER_SEARCH,
+    step_grid: Sequence[int] = STEP_GRID,
+    max_steps: int = MAX_STEPS,
     width: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -430,147 +536,174 @@ def few_label_study(
     - "kNN on h", "linear probe on h": frozen SimCLR features h; k, temperature and C chosen on
       the validation split (``tune_knn``, ``tune_probe``);
     - "supervised CNN": ``finetune.train_classifier`` from scratch, the same ``ConvEncoder``
-      and width as ``model``'s encoder;
-    - "fine-tuned SimCLR": ``train_classifier`` starting from ``model``'s encoder (paper, sec. 6).
+      and width as the SimCLR encoder;
+    - "fine-tuned SimCLR": ``train_classifier`` starting from the SimCLR encoder (paper, sec. 6).
 
-    Both classifiers train with ``BatchAugment`` views whose strength is chosen on validation
-    (with the first seed, per budget and method; other seeds reuse it) and stop at the step with
-    the best validation accuracy; their BatchNorm statistics are recalibrated on ``BN_DIGITS``
-    clean training digits (no labels: fair to both). A budget larger than what lies outside the
-    validation split (400 per class) means "every training label": its step count is chosen as
-    above, then the classifier is retrained on all training digits for that many steps, as
+    The two classifiers get the same recipe search (``tune_classifier``: views' strength,
+    learning rate, weight decay, schedule length; fine-tuning also a lower learning rate for the
+    encoder and LP-FT), run with the first seed's labels, per budget and method; the other
+    seeds reuse its recipe. Their BatchNorm statistics are recalibrated on ``BN_DIGITS`` clean
+    training digits (no labels: fair to both). A budget larger than what lies outside the
+    validation split (400 per class) means "every training label": the recipe is chosen as
+    above, then the classifier is retrained with it on all training digits, as
     ``tuned_scores`` refits its readers. The test split is scored once per row, after every
     choice is made.
 
     Args:
-        model: a trained SimCLR model (``forward(x) -> (h, z)``, ``.encoder`` with ``out_dim``).
+        model: a trained SimCLR model (``forward(x) -> (h, z)``, ``.encoder`` with
+            ``out_dim``), or one per seed (the same length as ``seeds``): the SimCLR rows of a
+            seed then read its own pretraining run, so their spread includes pretraining's.
         train_images, train_labels: uint8 (N, 28, 28) digits and their classes.
         test_images, test_labels: the test split, scored once per row.
         budgets: labelled digits per class. seeds: draws of the labels (and of the training).
-        strengths: BatchAugment strengths to choose from. steps, eval_every: as in
-            ``train_classifier``. width: encoder width from scratch (default: ``model``'s,
-            read from its encoder's ``out_dim`` = 4 * width).
+        pretrain_seeds: the seed each model was pretrained with, for the rows (default: blank).
+        recipes: {method: recipe} to use instead of searching (e.g. a recipe a study chose).
+        search, step_grid, max_steps: as in ``tune_classifier``.
+        width: encoder width from scratch (default: the SimCLR encoder's, ``out_dim`` / 4).
         progress: called with each finished row.
 
     Returns:
         One dict per (budget, seed, method) with the keys of FEW_LABEL_COLUMNS (accuracies in
-        [0, 1]; ``choice`` names what validation chose; ``steps`` the classifier's kept step).
+        [0, 1]; ``choice`` names what validation chose; recipe keys blank for kNN and probe).
     """
-    import time
-
     from simclr_teach.evaluate import embed
-    from simclr_teach.finetune import classifier_accuracy, train_classifier
     from simclr_teach.train import validation_split
 
-    check_few_label_arguments(budgets, seeds, strengths, steps, eval_every)  # before any row
+    check_few_label_arguments(budgets, seeds)  # before any row
+    models = list(model) if isinstance(model, Sequence) else [model] * len(seeds)
+    if len(models) != len(seeds):
+        raise ValueError(f"pass one model, or one per seed: got {len(models)} for {len(seeds)}")
+    if pretrain_seeds is not None and len(pretrain_seeds) != len(seeds):
+        raise ValueError("pretrain_seeds must name the seed of each model, one per seed")
     train_labels, test_labels = torch.as_tensor(train_labels).long(), torch.as_tensor(test_labels)
-    width = width or model.encoder.out_dim // 4
     val = validation_split(train_labels)
     pool = torch.nonzero(~val).flatten()  # labels are drawn from these rows
-    val_x, val_y = train_images[val], train_labels[val]
-    h_train, h_test = embed(model, train_images), embed(model, test_images)  # (N, D), (M, D)
     largest = int(train_labels[pool].bincount().min())
     pick = torch.randperm(len(train_images), generator=torch.Generator().manual_seed(0))
-    bn_images = train_images[pick[:BN_DIGITS]]  # unlabelled, any class
-    chosen_strength: dict[tuple[int, str], float] = {}
+    common = {  # what every classifier of the study shares
+        "val_images": train_images[val],
+        "val_labels": train_labels[val],
+        "width": width or models[0].encoder.out_dim // 4,
+        "bn_images": train_images[pick[:BN_DIGITS]],  # unlabelled, any class
+    }
+    search_args = {"search": search, "step_grid": step_grid, "max_steps": max_steps}
     rows: list[dict[str, Any]] = []
-
-    def add(row: dict[str, Any]) -> None:
-        rows.append(row)
-        if progress is not None:
-            progress(row)
-
     for per_class in budgets:
         everything = per_class >= largest  # "every training label"
-        for seed in seeds:
+        chosen = dict(recipes or {})  # method -> recipe, searched with the first seed
+        for i, seed in enumerate(seeds):
+            simclr = models[i]
+            h_train, h_test = embed(simclr, train_images), embed(simclr, test_images)
             picked = (
                 pool if everything else pool[labelled_subset(train_labels[pool], per_class, seed)]
             )
-            x, y = train_images[picked], train_labels[picked]
             final = torch.arange(len(train_labels)) if everything else picked  # refit rows
-            base = {"per_class": per_class, "seed": seed, "labels": len(final)}
-            start = time.perf_counter()
-            ks = [k for k in (1, 5, 20, 50) if k <= len(picked)]
-            knn_choice = tune_knn(h_train[picked], y, h_train[val], val_y, ks)  # {k: (t, acc)}
-            k = max(knn_choice, key=lambda k: knn_choice[k][1])  # first of ties: smallest k
-            temperature, val_acc = knn_choice[k]
-            test = knn_accuracy(
-                h_train[final], train_labels[final], h_test, test_labels, k, temperature
-            )
-            add(
-                {
-                    **base,
-                    "method": "kNN on h",
-                    "strength": "",
-                    "steps": "",
-                    "choice": f"k={k} temperature={temperature:g}",
-                    "val_accuracy": val_acc,
-                    "test_accuracy": test,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-            start = time.perf_counter()
-            C, scores = tune_probe(h_train[picked], y, h_train[val], val_y, seed=seed)
-            test = linear_probe(
-                h_train[final], train_labels[final], h_test, test_labels, C, seed=seed
-            )
-            add(
-                {
-                    **base,
-                    "method": "linear probe on h",
-                    "strength": "",
-                    "steps": "",
-                    "choice": f"C={C:g}",
-                    "val_accuracy": scores[C],
-                    "test_accuracy": test,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-            for method, encoder in (("supervised CNN", None), ("fine-tuned SimCLR", model.encoder)):
-                start = time.perf_counter()
-                fit_args = dict(
-                    encoder=encoder,
-                    width=width,
-                    steps=steps,
-                    eval_every=eval_every,
-                    seed=seed,
-                    bn_images=bn_images,
-                )
-                candidates = (
-                    [chosen_strength[per_class, method]]
-                    if (per_class, method) in chosen_strength
-                    else list(strengths)
-                )
-                fits = {
-                    s: train_classifier(x, y, val_x, val_y, strength=s, **fit_args)
-                    for s in candidates
-                }
-                strength = max(fits, key=lambda s: fits[s].val_accuracy)  # first of ties
-                chosen_strength[per_class, method] = strength
-                fit = fits[strength]
-                if everything:  # refit on every training label
-                    fit_final = train_classifier(
-                        train_images,
-                        train_labels,
-                        val_x,
-                        val_y,
-                        strength=strength,
-                        stop_at=fit.best_step,
-                        **fit_args,
-                    )
-                    classifier = fit_final.classifier
-                else:
-                    classifier = fit.classifier
-                add(
-                    {
-                        **base,
-                        "method": method,
-                        "strength": strength,
-                        "steps": fit.best_step,
-                        "choice": f"strength={strength:g} steps={fit.best_step}",
-                        "val_accuracy": fit.val_accuracy,
-                        "test_accuracy": classifier_accuracy(classifier, test_images, test_labels),
-                        "seconds": time.perf_counter() - start,
-                    }
-                )
+            base = {
+                "per_class": per_class,
+                "seed": seed,
+                "pretrain_seed": "" if pretrain_seeds is None else pretrain_seeds[i],
+                "labels": len(final),
+                "candidates": "",
+                **dict.fromkeys(RECIPE_KEYS, ""),
+            }
+            h = (h_train[picked], train_labels[picked], h_train[val], train_labels[val])
+            h_final = (h_train[final], train_labels[final], h_test, test_labels)
+            found = [_knn_row(h, h_final), _probe_row(h, h_final, seed)]
+            for method, encoder in (
+                ("supervised CNN", None),
+                ("fine-tuned SimCLR", simclr.encoder),
+            ):
+                labelled = (train_images[picked], train_labels[picked])
+                refit = (train_images, train_labels) if everything else None
+                row = _classifier_row(
+                    method, encoder, labelled, refit, (test_images, test_labels),
+                    chosen.get(method), seed, common, search_args,
+                )  # fmt: skip
+                chosen.setdefault(method, recipe_from_row(row))
+                found.append(row)
+            for row in found:
+                rows.append({**base, **row})
+                if progress is not None:
+                    progress(rows[-1])
     return rows
+
+
+def _knn_row(
+    h: tuple[Tensor, Tensor, Tensor, Tensor], h_final: tuple[Tensor, Tensor, Tensor, Tensor]
+) -> dict[str, Any]:
+    """The "kNN on h" row of a draw: k and temperature on validation, then the test split.
+
+    h: (labelled features, labels, validation features, labels); h_final: (refit features,
+    labels, test features, labels).
+    """
+    start = time.perf_counter()
+    ks = [k for k in (1, 5, 20, 50) if k <= len(h[0])]
+    choice = tune_knn(*h, ks)  # {k: (temperature, validation accuracy)}
+    k = max(choice, key=lambda k: choice[k][1])  # first of ties: smallest k
+    temperature, val_accuracy = choice[k]
+    return {
+        "method": "kNN on h",
+        "choice": f"k={k} temperature={temperature:g}",
+        "val_accuracy": val_accuracy,
+        "test_accuracy": knn_accuracy(*h_final, k, temperature),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _probe_row(
+    h: tuple[Tensor, Tensor, Tensor, Tensor],
+    h_final: tuple[Tensor, Tensor, Tensor, Tensor],
+    seed: int,
+) -> dict[str, Any]:
+    """The "linear probe on h" row of a draw: C on validation, then the test split."""
+    start = time.perf_counter()
+    C, scores = tune_probe(*h, seed=seed)
+    return {
+        "method": "linear probe on h",
+        "choice": f"C={C:g}",
+        "val_accuracy": scores[C],
+        "test_accuracy": linear_probe(*h_final, C, seed=seed),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _classifier_row(
+    method: str,
+    encoder: nn.Module | None,
+    labelled: tuple[Tensor, Tensor],
+    refit: tuple[Tensor, Tensor] | None,
+    test: tuple[Tensor, Tensor],
+    recipe: dict[str, Any] | None,
+    seed: int,
+    common: dict[str, Any],
+    search_args: dict[str, Any],
+) -> dict[str, Any]:
+    """A classifier's row of a draw: its recipe searched (``recipe`` None) or given, trained on
+    ``labelled`` (images, labels), retrained on ``refit`` when given ("every label"), and scored
+    once on ``test``."""
+    from simclr_teach.finetune import classifier_accuracy, train_classifier
+
+    start = time.perf_counter()
+    candidates = 1
+    if recipe is None:
+        recipe, fit, candidates = tune_classifier(
+            *labelled, encoder=encoder, seed=seed, **common, **search_args
+        )
+    else:
+        fit = train_classifier(
+            *labelled, encoder=encoder, seed=seed, eval_every=recipe["steps"], **common, **recipe
+        )
+    classifier = fit.classifier
+    if refit is not None:  # every training label: retrain with the chosen recipe on all of them
+        classifier = train_classifier(
+            *refit, encoder=encoder, seed=seed, eval_every=recipe["steps"], **common, **recipe
+        ).classifier
+    return {
+        **recipe,
+        "method": method,
+        "candidates": candidates,
+        "choice": recipe_text(recipe),
+        "val_accuracy": fit.val_accuracy,
+        "test_accuracy": classifier_accuracy(classifier, *test),
+        "seconds": time.perf_counter() - start,
+    }

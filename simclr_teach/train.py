@@ -80,11 +80,11 @@ class TrainConfig:
     # 2-core CPU, on training digits (benchmarks/frontier.py, benchmarks/results/summary.md, 04);
     # 60 epochs of the pool-first encoder match 90 of the one before in half the time
     # (benchmarks/default_run.py)
-    epochs: int = 60  # passes over the training digits; kNN keeps improving long after
-    # the loss flattens
+    # epochs: kNN keeps improving long after the loss flattens
+    epochs: int = 60  # passes over the training digits
     batch_size: int = 128  # N pairs per step: 2N - 2 = 254 negatives per anchor
-    temperature: float = 0.5  # tau; lower = sharper softmax, harder negatives (on 4,000 digits
-    # the hardest are often the same digit: false negatives)
+    # temperature: a lower tau makes the softmax sharper and weights the hardest negatives most
+    temperature: float = 0.5  # tau
     optimizer: str = "adamw"  # "adamw" (robust at small batch) or "sgd" (momentum 0.9)
     lr: float = 4e-3  # peak learning rate after warm-up
     weight_decay: float = 1e-4  # decoupled weight decay
@@ -176,7 +176,7 @@ class History:
     """Per-epoch record of a run (lists of equal length, one entry per finished epoch)."""
 
     epoch: list[int] = field(default_factory=list)
-    loss: list[float] = field(default_factory=list)  # mean NT-Xent over the epoch's steps
+    loss: list[float] = field(default_factory=list)  # the method's mean loss over the epoch's steps
     top1: list[float] = field(default_factory=list)  # contrastive top-1 accuracy, chance 1/(2N-1)
     lr: list[float] = field(default_factory=list)  # learning rate at the epoch's last step
     knn: list[float | None] = field(default_factory=list)  # kNN monitor (None: off, or not

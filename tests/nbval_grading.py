@@ -47,16 +47,31 @@ _LEAKY_05 = f"max({_TEST_05.format('t')} for t in TEMPERATURES)"
 _HONEST_05 = _TEST_05.format(_BY_VAL_05)
 
 
+def _scores_06(ablate: bool, seeds: tuple[int, ...]) -> str:
+    """06, exercise 1: the LOO kNN scores of "all on" (or "no translate") over these seeds."""
+    run = f"lab_config({{'translate_ablate': {ablate}, 'seed': s}})"
+    return f"[lab_run({run}, CACHE)['loo_knn'] for s in {seeds}]"
+
+
 def _gap_06(seeds: tuple[int, ...]) -> str:
     """06, exercise 1: mean LOO kNN of "no translate" minus "all on" over these seeds."""
-    score = "lab_run(lab_config({{'translate_ablate': {}, 'seed': s}}), CACHE)['loo_knn']"
     return (
-        f"(sum({score.format(True)} for s in {seeds}) - "
-        f"sum({score.format(False)} for s in {seeds})) / {len(seeds)}"
+        f"(statistics.mean({_scores_06(True, seeds)}) - "
+        f"statistics.mean({_scores_06(False, seeds)}))"
     )
 
 
-_GAP_06, _SE_06 = _gap_06((0, 1, 2)), "noise * math.sqrt(2 / 3)"
+def _pooled_06(seeds: tuple[int, ...]) -> str:
+    """06, exercise 1: the pooled sd of one run over both arms' scores."""
+    return (
+        f"math.sqrt((statistics.variance({_scores_06(False, seeds)}) + "
+        f"statistics.variance({_scores_06(True, seeds)})) / 2)"
+    )
+
+
+_FRESH_06 = (1, 2, 3)  # seed 0 chose "no translate": the test uses fresh seeds
+_GAP_06, _POOLED_06 = _gap_06(_FRESH_06), _pooled_06(_FRESH_06)
+_SE_06 = f"{_POOLED_06} * math.sqrt(2 / 3)"
 
 # 08, exercise 2: the right number of epochs the queue holds
 EPOCHS = "QUEUE / (2 * BASE.batch_size * (len(images) // BASE.batch_size))"
@@ -209,8 +224,9 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
         (
             "ex06-1-check",
             "translate_gap, standard_error, significant",
-            f"{_gap_06((1, 2))}, {_SE_06}, {_gap_06((1, 2))} > 2 * {_SE_06}",
-        ),  # seeds 1 and 2 only
+            f"{_gap_06((0, 1, 2))}, {_pooled_06((0, 1, 2))} * math.sqrt(2 / 3), "
+            f"{_gap_06((0, 1, 2))} > 2 * {_pooled_06((0, 1, 2))} * math.sqrt(2 / 3)",
+        ),  # seed 0 again: the run that picked "no translate" tests it
         (
             "ex06-1-check",
             "translate_gap, standard_error, significant",
@@ -224,18 +240,18 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
         (
             "ex06-1-check",
             "translate_gap, standard_error, significant",
-            f"{_GAP_06}, noise, {_GAP_06} > 2 * noise",
+            f"{_GAP_06}, {_POOLED_06}, {_GAP_06} > 2 * {_POOLED_06}",
         ),  # the noise of one run
         (
             "ex06-1-check",
             "translate_gap, standard_error, significant",
-            f"{_GAP_06}, noise / math.sqrt(3), {_GAP_06} > 2 * noise / math.sqrt(3)",
+            f"{_GAP_06}, {_POOLED_06} / math.sqrt(3), {_GAP_06} > 2 * {_POOLED_06} / math.sqrt(3)",
         ),  # the standard error of one mean, not of a difference
         (
             "ex06-1-check",
             "translate_gap, standard_error, significant",
-            f"{_GAP_06}, noise * math.sqrt(2), {_GAP_06} > 2 * noise * math.sqrt(2)",
-        ),  # one run each
+            f"{_GAP_06}, noise * math.sqrt(2 / 3), {_GAP_06} > 2 * noise * math.sqrt(2 / 3)",
+        ),  # the sweep's "all on" seeds only, not the six runs compared
         (
             "ex06-1-check",
             "translate_gap, standard_error, significant",

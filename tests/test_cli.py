@@ -3,10 +3,13 @@
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
 from simclr_teach.cli import main
+from simclr_teach.train import History
+from tests.support import interrupt_after, write_fake_mnist
 
 TINY_FLAGS = (
     "--data embedded --epochs 1 --width 4 --proj-hidden 16 --proj-dim 8 --batch-size 512 "
@@ -148,20 +151,18 @@ def test_out_under_a_file(tmp_path, capsys):
     assert "file is a file" in capsys.readouterr().err
 
 
+def _interrupted_after_epoch_1(train: Callable[..., History]) -> Callable[..., History]:
+    """``train`` (train_simclr) as if Ctrl-C were pressed once its first epoch is done."""
+    return lambda *args, **kwargs: train(*args, **kwargs, on_epoch_end=interrupt_after(1))
+
+
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path, capsys, monkeypatch):
     from simclr_teach import train as train_module
 
     real = train_module.train_simclr
 
-    def interrupted_after_epoch_1(*args, **kwargs):
-        def stop(history):
-            if len(history.epoch) == 1:
-                raise KeyboardInterrupt  # what Ctrl-C raises
-
-        return real(*args, **kwargs, on_epoch_end=stop)
-
     flags = ["train", "--out", str(tmp_path), *TINY_FLAGS, "--epochs", "2"]
-    monkeypatch.setattr(train_module, "train_simclr", interrupted_after_epoch_1)
+    monkeypatch.setattr(train_module, "train_simclr", _interrupted_after_epoch_1(real))
     assert main(flags) == 130
     err = capsys.readouterr().err
     assert "interrupted after epoch 1 of 2; rerun the same command to resume" in err
@@ -221,19 +222,6 @@ def test_help_lists_choices_and_the_checkpoint_argument():
     assert "a checkpoint.pt written by train" in evaluate and "{auto,embedded,mnist}" in evaluate
 
 
-def _write_fake_mnist(raw):
-    import numpy as np
-
-    from simclr_teach.data import MNIST_FILES
-
-    raw.mkdir(parents=True)
-    for name in MNIST_FILES:
-        n = 60_000 if name.startswith("train") else 10_000
-        images = "images" in name
-        header = np.array([2051, n, 28, 28] if images else [2049, n], ">i4").tobytes()
-        (raw / name).write_bytes(header + bytes(n * (784 if images else 1)))
-
-
 def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, monkeypatch, capsys):
     from simclr_teach import protocol as protocol_module
     from simclr_teach import train as train_module
@@ -244,17 +232,9 @@ def test_auto_run_resumes_and_evaluates_on_the_digits_it_started_on(tmp_path, mo
     monkeypatch.delenv("SIMCLR_TEACH_DOWNLOAD", raising=False)
     flags = ["train", "--out", str(tmp_path / "run"), *TINY_FLAGS[2:], "--epochs", "2"]  # auto
     real = train_module.train_simclr
-
-    def interrupted_after_epoch_1(*args, **kwargs):
-        def stop(history):
-            if len(history.epoch) == 1:
-                raise KeyboardInterrupt
-
-        return real(*args, **kwargs, on_epoch_end=stop)
-
-    monkeypatch.setattr(train_module, "train_simclr", interrupted_after_epoch_1)
+    monkeypatch.setattr(train_module, "train_simclr", _interrupted_after_epoch_1(real))
     assert main(flags) == 130  # epoch 1 on the embedded digits: no full MNIST yet
-    _write_fake_mnist(tmp_path / "data" / "MNIST" / "raw")  # now "auto" means full MNIST
+    write_fake_mnist(tmp_path / "data" / "MNIST" / "raw")  # now "auto" means full MNIST
     monkeypatch.setattr(train_module, "train_simclr", real)
     assert main(flags) == 0
     assert "Resuming" in capsys.readouterr().out

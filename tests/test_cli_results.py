@@ -114,7 +114,6 @@ def test_sweep_rows_and_note_are_two_files(tmp_path, one_seed):
 @pytest.mark.parametrize(
     "flags,message",
     [
-        (["--steps", "0"], "steps and eval_every must be integers >= 1, got steps=0"),
         (["--seeds", "0", "-1"], "seeds must be integers in [0, 2**32 - 1], got [0, -1]"),
         (["--budgets", "0"], "budgets must be labelled digits per class, integers >= 1"),
     ],

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from simclr_teach.data import MNIST_FILES, TwoViews, embedded_mnist, load_mnist, mnist_files_present
+from simclr_teach.data import TwoViews, embedded_mnist, load_mnist, mnist_files_present
+from tests.support import write_fake_mnist
 
 
 def test_embedded_split_sizes_balance_and_types():
@@ -38,29 +39,8 @@ def test_auto_without_files_uses_embedded_and_says_so(tmp_path, capsys, monkeypa
     assert list(tmp_path.iterdir()) == []  # nothing written, nothing downloaded
 
 
-def _write_fake_mnist(raw, n_train=60_000, n_test=10_000, corrupt=None):
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    headers = {
-        "images": lambda n: np.array([2051, n, 28, 28], ">i4").tobytes(),
-        "labels": lambda n: np.array([2049, n], ">i4").tobytes(),
-    }
-    for name in MNIST_FILES:
-        n = n_train if name.startswith("train") else n_test
-        kind = "images" if "images" in name else "labels"
-        body = rng.integers(
-            0,
-            256 if kind == "images" else 10,
-            size=n * (784 if kind == "images" else 1),
-            dtype=np.uint8,
-        ).tobytes()
-        if name == corrupt:
-            body = body[:100]
-        (raw / name).write_bytes(headers[kind](n) + body)
-
-
 def test_full_mnist_is_read_when_present(tmp_path):
-    _write_fake_mnist(tmp_path / "MNIST" / "raw")
+    write_fake_mnist(tmp_path / "MNIST" / "raw")
     assert mnist_files_present(tmp_path)
     data = load_mnist("auto", root=tmp_path, verbose=False)
     assert data.name == "mnist-70k"
@@ -72,7 +52,7 @@ def test_missing_and_corrupt_files_name_the_file_and_the_fix(tmp_path, monkeypat
     monkeypatch.delenv("SIMCLR_TEACH_DOWNLOAD", raising=False)
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte.*download=True"):
         load_mnist("mnist", root=tmp_path)
-    _write_fake_mnist(tmp_path / "MNIST" / "raw", corrupt="t10k-labels-idx1-ubyte")
+    write_fake_mnist(tmp_path / "MNIST" / "raw", corrupt="t10k-labels-idx1-ubyte")
     with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte is corrupt.*download again"):
         load_mnist("mnist", root=tmp_path)
 
@@ -92,7 +72,7 @@ def test_two_views_gives_two_different_views():
 
 def test_wrong_magic_number_names_the_file_and_the_fix(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
-    _write_fake_mnist(raw)
+    write_fake_mnist(raw)
     path = raw / "train-images-idx3-ubyte"
     path.write_bytes(np.array([2049], ">i4").tobytes() + path.read_bytes()[4:])  # a labels magic
     with pytest.raises(
@@ -106,7 +86,7 @@ def test_wrong_magic_number_names_the_file_and_the_fix(tmp_path):
 
 def test_labels_outside_0_to_9_name_the_file_and_the_fix(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
-    _write_fake_mnist(raw)
+    write_fake_mnist(raw)
     path = raw / "t10k-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-1] + b"\xff")
     with pytest.raises(
@@ -119,7 +99,7 @@ def test_labels_outside_0_to_9_name_the_file_and_the_fix(tmp_path):
 
 def test_full_mnist_values_match_the_files(tmp_path):
     raw = tmp_path / "MNIST" / "raw"
-    _write_fake_mnist(raw)
+    write_fake_mnist(raw)
     data = load_mnist("mnist", root=tmp_path)
     images = np.frombuffer((raw / "t10k-images-idx3-ubyte").read_bytes()[16:], np.uint8)
     labels = np.frombuffer((raw / "train-labels-idx1-ubyte").read_bytes()[8:], np.uint8)

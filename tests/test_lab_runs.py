@@ -24,18 +24,9 @@ from simclr_teach.lab import (
     sweep,
     sweep_configs,
 )
-from simclr_teach.train import TrainConfig
+from tests.support import tiny_config
 
-TINY = TrainConfig(
-    data="embedded",
-    width=2,
-    proj_hidden=8,
-    proj_dim=4,
-    epochs=1,
-    batch_size=512,
-    warmup_epochs=0,
-    device="cpu",
-)
+TINY = tiny_config()
 OTHER_SEED = max(LAB_BASE.seed, TINY.seed) + 1  # moved from both bases ($SIMCLR_TEACH_SEED: TINY's)
 
 

@@ -35,17 +35,9 @@ from simclr_teach.train import (
     validation_split,
 )
 from simclr_teach.utils import seed_everything
+from tests.support import tiny_config
 
-TINY = TrainConfig(
-    data="embedded",
-    width=4,
-    proj_hidden=16,
-    proj_dim=8,
-    epochs=2,
-    batch_size=32,
-    warmup_epochs=1,
-    device="cpu",
-)
+TINY = tiny_config(width=4, proj_hidden=16, proj_dim=8, epochs=2, batch_size=32, warmup_epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-BEING_REWRITTEN: set[str] = set()
 
 # Constants that are not measured here, by notebook (file-name prefix) -> {number: reason}.
 ALLOWED: dict[str, dict[str, str]] = {
@@ -187,16 +186,7 @@ def test_known_numbers_are_rounded_and_read_as_percentages():
     assert not _is_known(known, 91.65, 2, False), "a fraction matches only a percentage"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        pytest.param(path, marks=pytest.mark.xfail(strict=False, reason="being rewritten"))
-        if path.name in BEING_REWRITTEN
-        else path
-        for path in NOTEBOOKS
-    ],
-    ids=lambda p: p.name[:2],
-)
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name[:2])
 def test_every_number_in_prose_comes_from_a_cell_above(path: Path):
     problems = unknown_claims(path)
     assert not problems, (

@@ -16,12 +16,15 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from simclr_teach import plots  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("close_figures")
+
 
 @pytest.fixture(autouse=True)
-def close_figures():
+def seeded() -> None:
+    """digits() and torch.randn draw from torch's global generator: the same inputs in every test,
+    whatever ran before it.
+    """
     torch.manual_seed(0)
-    yield
-    plt.close("all")
 
 
 def digits(*shape: int) -> torch.Tensor:
@@ -67,12 +70,15 @@ def test_training_curves_from_object_and_dict():
         knn=[None, 0.8, None, 0.9],
         seconds=[1.0] * 4,
     )
-    fig = plots.training_curves(history, knn_reference={"raw pixels": 0.85})
+    fig = plots.training_curves(
+        history, knn_reference={"raw pixels": 0.85}, loss_reference=("floor", 3.0)
+    )
     check(fig, 4)
     knn_line = fig.axes[2].lines[0]
     assert list(knn_line.get_xdata()) == [2, 4]  # None epochs skipped
     assert list(fig.axes[2].lines[1].get_ydata()) == [0.85, 0.85]  # the reference line
-    assert fig.axes[0].get_yscale() == "log"
+    assert list(fig.axes[0].lines[1].get_ydata()) == [3.0, 3.0]  # the loss's reference line
+    assert fig.axes[0].get_legend().get_texts()[0].get_text() == "floor"
     no_knn = {**vars(history), "knn": []}
     fig = plots.training_curves(no_knn)
     check(fig, 4)
@@ -94,7 +100,8 @@ def test_similarity_heatmap_is_cosine_of_both_views():
     check(fig, 2)  # heatmap and colour bar
     matrix = fig.axes[0].images[0].get_array()
     assert matrix.shape == (12, 12)
-    assert np.allclose(np.diag(matrix), 1.0, atol=1e-5)
+    assert np.ma.getmaskarray(matrix).diagonal().all()  # self-similarity masked (grey)
+    assert not np.ma.getmaskarray(matrix)[0, 1:].any()
     assert np.isclose(matrix[0, 6], torch.cosine_similarity(z1[0], z2[0], dim=0).item(), atol=1e-5)
 
 
@@ -130,6 +137,10 @@ def test_accuracy_vs_lines_and_log_axis():
     )
     check(fig, 1)
     assert len(fig.axes[0].lines) == 2 and fig.axes[0].get_xscale() == "log"
+    errors = {"SimCLR": [20, 10, 5], "pixels": [40, 20, 2]}  # error rates in %, 2 to 40
+    fig = plots.accuracy_vs(x, errors, xlabel="labels per class", logx=True, logy=True)
+    assert fig.axes[0].get_yscale() == "log"
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["2", "5", "10", "20"]
     with pytest.raises(ValueError, match="SimCLR"):
         plots.accuracy_vs(x, {"SimCLR": [0.1]}, xlabel="n")
 
@@ -157,9 +168,15 @@ def test_confusion_matrix_counts_and_row_fractions():
 def test_neighbour_gallery_rows_per_query_and_space():
     queries = digits(2)
     spaces = {"pixels": digits(2, 3), "SimCLR h": digits(2, 3).float() / 255}
-    fig = plots.neighbour_gallery(queries, spaces)
+    labels = {"pixels": [[1, 2, 1], [0, 0, 3]], "SimCLR h": [[1, 1, 1], [3, 3, 0]]}
+    fig = plots.neighbour_gallery(queries, spaces, [1, 3], labels, ["hard for h", "easy"])
     check(fig, 2 * 2 * (1 + 3))  # (queries x spaces) rows of query + 3 neighbours
     assert fig.axes[0].get_ylabel() == "pixels" and fig.axes[4].get_ylabel() == "SimCLR h"
+    titles = [sub._suptitle.get_text() for sub in fig.subfigs]
+    assert titles == ["hard for h (label 1)", "easy (label 3)"]  # one block per query
+    captions = [(ax.get_title(), ax.title.get_color()) for ax in fig.axes[1:4]]
+    assert [c for c, _ in captions] == ["1", "2", "1"]
+    assert captions[0][1] == plots.PALETTE[2] and captions[1][1] == plots.PALETTE[1]
     with pytest.raises(ValueError, match="Q = len"):
         plots.neighbour_gallery(queries, {"pixels": digits(3, 3)})
 
@@ -185,7 +202,12 @@ def test_lab_summary_panels_and_highlight():
     fig = plots.lab_summary(rows, rows[:3], highlight="k0.164")
     left, right = fig.axes
     assert len(left.get_lines()) == 3  # two batch sizes and the highlight ring
-    assert len(right.patches) == 3 and right.patches[0].get_facecolor()[0] > 0.5  # crimson bar
+    dots = right.collections[-1]  # one dot per run, the highlighted one in vermillion
+    assert len(dots.get_offsets()) == 3
+    assert [t.get_text() for t in right.get_yticklabels()][0] == "all on (tau 0.1, N 64)"
+    assert tuple(dots.get_facecolors()[2][:3]) != tuple(dots.get_facecolors()[0][:3])
+    low, _ = right.get_xlim()
+    assert low > 80  # a dot plot: no axis from zero, no bar length to misread
     plt.close(fig)
     assert len(plots.lab_summary([], rows).axes) == 1
     with pytest.raises(ValueError, match="nothing to plot"):

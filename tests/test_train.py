@@ -22,17 +22,9 @@ from simclr_teach.train import (
     train_simclr,
 )
 from simclr_teach.utils import seed_everything
+from tests.support import interrupt_after, tiny_config
 
-TINY = TrainConfig(
-    data="embedded",
-    width=4,
-    proj_hidden=16,
-    proj_dim=8,
-    epochs=3,
-    batch_size=32,
-    warmup_epochs=1,
-    device="cpu",
-)
+TINY = tiny_config(width=4, proj_hidden=16, proj_dim=8, epochs=3, batch_size=32, warmup_epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -181,13 +173,8 @@ def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
 def test_interrupted_then_resumed_equals_uninterrupted(images, tmp_path):
     straight, straight_history = run(images)
     path = tmp_path / "checkpoint.pt"
-
-    def interrupt(history):
-        if len(history.epoch) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(images, checkpoint_path=path, on_epoch_end=interrupt)
+        run(images, checkpoint_path=path, on_epoch_end=interrupt_after(2))
     assert len(load_checkpoint(path)["history"]["epoch"]) == 2
     resumed, resumed_history = run(images, checkpoint_path=path)  # a new process would do this
     assert resumed_history.loss == straight_history.loss
@@ -235,13 +222,8 @@ def test_float16_run_resumes_with_its_loss_scale(images, tmp_path, monkeypatch):
     assert scalers[-1].is_enabled() and scalers[-1].get_scale() > 1.0
     final = scalers[-1].state_dict()
     path = tmp_path / "checkpoint.pt"
-
-    def interrupt(history):
-        if len(history.epoch) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        run(images, config, checkpoint_path=path, on_epoch_end=interrupt)
+        run(images, config, checkpoint_path=path, on_epoch_end=interrupt_after(2))
     resumed, _ = run(images, config, checkpoint_path=path)
     assert scalers[-1].state_dict() == final
     assert_same_weights(straight, resumed)

@@ -35,11 +35,7 @@ from simclr_teach.widgets import (  # noqa: E402
 PNG = b"\x89PNG"
 IDENTITY = AugmentParams.at_strength(0.0)
 
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 @pytest.fixture(scope="module")

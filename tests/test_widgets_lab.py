@@ -6,19 +6,10 @@ import torch
 from simclr_teach import lab
 from simclr_teach import train as train_module
 from simclr_teach.lab import lab_state
-from simclr_teach.train import TrainConfig
 from simclr_teach.widgets import training_lab
+from tests.support import tiny_config
 
-TINY = TrainConfig(
-    data="embedded",
-    width=2,
-    proj_hidden=8,
-    proj_dim=4,
-    epochs=1,
-    batch_size=512,
-    warmup_epochs=0,
-    device="cpu",
-)
+TINY = tiny_config()
 
 
 def test_lab_state_finds_stored_runs(tmp_path):

@@ -6,7 +6,6 @@ import matplotlib
 
 matplotlib.use("Agg")  # tests only: no window; the package never picks a backend
 
-import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
@@ -15,11 +14,7 @@ from simclr_teach.widgets import Explorer, neighbours_explorer  # noqa: E402
 
 PNG = b"\x89PNG"
 
-
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("close_figures")
 
 
 def neighbours_by_loop(query: torch.Tensor, bank: torch.Tensor, k: int) -> list[int]:
