@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pandas as pd
@@ -71,3 +72,31 @@ def test_the_default_runs_seconds_are_notebook_04s():
     seconds = re.search(r"training took (\d+) s", printed).group(1)
     quoted = re.search(r"(\d+) s of training in notebook 04", README).group(1)
     assert quoted == seconds
+
+
+def _figures(text: str) -> list[str]:
+    return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
+
+
+def test_every_figure_of_the_benchmark_table_is_in_the_results_summary():
+    """Each number in the result column of README's benchmark table is a figure that `make
+    bench` wrote into benchmarks/results/summary.md (to the digits README shows, or as a
+    percentage of a fraction there), so a table that drifts from its source fails here. Small
+    whole numbers are left out: any of them would be found somewhere in the summary."""
+    summary = (ROOT / "benchmarks/results/summary.md").read_text()
+    written = [Decimal(x.replace(",", "")) for x in _figures(summary)]
+    table = next(b for b in README.split("## Benchmarks")[1].split("\n\n") if b.startswith("| "))
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) >= 8, "README's benchmark table moved: update this test"
+    for row in rows[1:]:  # the header row names the columns
+        result = row.split(" | ")[1]
+        for figure in _figures(result):
+            if "." not in figure and len(figure) < 3:  # 21x, 4 GiB: too common to place
+                continue
+            value = Decimal(figure.replace(",", ""))
+            step = Decimal(1).scaleb(value.as_tuple().exponent)  # README's last digit
+            shown = {w.quantize(step, ROUND_HALF_UP) for w in written}
+            shown |= {(100 * w).quantize(step, ROUND_HALF_UP) for w in written}
+            assert value in shown, (
+                f"README's {figure!r} ({result[:60]}...) is not in benchmarks/results/summary.md"
+            )
