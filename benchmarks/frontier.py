@@ -15,7 +15,7 @@ The default run (`TrainConfig()`) is chosen from this table.
 from __future__ import annotations
 
 import csv
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,39 +23,20 @@ import matplotlib.pyplot as plt
 
 from benchmarks.common import add_table, cpu_model, new_result
 from simclr_teach import plots
-from simclr_teach.augment import AugmentParams
+from simclr_teach.checkpoint import load_checkpoint
+from simclr_teach.data import load_mnist
+from simclr_teach.evaluate import embed, knn_accuracy
+from simclr_teach.lab import LAB_BASE
+from simclr_teach.train import TrainConfig, load_or_train, runs_dir
 from simclr_teach.utils import atomic_write_csv, other_load
 
-# Every field spelled out: the recipes stay what they were when TrainConfig's defaults move.
-# This is the course's default run before the frontier (2026-11-28).
-BASE: dict[str, Any] = dict(
-    data="embedded",
-    encoder="conv",
-    pool_first=False,
-    width=32,
-    proj_hidden=128,
-    proj_dim=64,
-    epochs=15,
-    batch_size=32,
-    temperature=0.2,
-    optimizer="adamw",
-    lr=2e-3,
-    weight_decay=1e-4,
-    warmup_epochs=2,
-    strength=1.0,
-    seed=0,
-    amp=True,
-    augment=AugmentParams(
-        crop_scale=0.6,
-        rotation=15.0,
-        translate=0.1,
-        shear=10.0,
-        elastic=0.0,
-        noise=0.1,
-        blur=0.0,
-        erase_p=0.25,
-    ),
-)
+# The course's default run before the frontier (2026-11-28): the lab's run (``lab.LAB_BASE``,
+# every field spelled out, so the recipes stay what they were when TrainConfig's defaults move)
+# at full width, 15 epochs of N = 32, in bfloat16 where the CPU has it.
+BASE: dict[str, Any] = {
+    **{f.name: getattr(LAB_BASE, f.name) for f in fields(TrainConfig)},
+    **dict(width=32, epochs=15, batch_size=32, warmup_epochs=2, amp=True),
+}
 
 # One recipe per row: a name and its changes from BASE (augment: changed AugmentParams fields).
 RECIPES: list[tuple[str, dict[str, Any]]] = [
@@ -130,10 +111,8 @@ COLUMNS = [
 ]
 
 
-def config_of(changes: dict[str, Any]):
+def config_of(changes: dict[str, Any]) -> TrainConfig:
     """The TrainConfig of a recipe: BASE with ``changes`` (``augment`` changes merged)."""
-    from simclr_teach.train import TrainConfig
-
     changes = dict(changes)
     augment = replace(BASE["augment"], **changes.pop("augment", {}))
     return TrainConfig(**{**BASE, **changes, "augment": augment})
@@ -150,11 +129,6 @@ def score(
     ``earlier``: this recipe's row of the previous CSV, whose ``other_cores`` is kept when the
     run comes from the cache (it was measured when the run trained).
     """
-    from simclr_teach.checkpoint import load_checkpoint
-    from simclr_teach.data import load_mnist
-    from simclr_teach.evaluate import embed, knn_accuracy
-    from simclr_teach.train import load_or_train, runs_dir
-
     config = config_of(changes)
     data = load_mnist(config.data, verbose=False)
     path = Path(cache_dir or runs_dir() / "cache") / config.key(data.name) / "checkpoint.pt"
@@ -190,8 +164,6 @@ EARLIER_CPU = "AMD EPYC"
 
 def _cached(changes: dict[str, Any], cache_dir: str | Path | None) -> bool:
     """Whether the recipe's run is in the cache (fully trained or not)."""
-    from simclr_teach.data import load_mnist
-    from simclr_teach.train import runs_dir
 
     config = config_of(changes)
     name = load_mnist(config.data, verbose=False).name

@@ -20,6 +20,7 @@ from torch import Tensor
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from simclr_teach.loss import contrastive_accuracy
 from simclr_teach.model import unit_pixels
 from simclr_teach.utils import check_seed
 
@@ -418,3 +419,40 @@ def view_similarities(
     same = F.cosine_similarity(x1, x2, dim=1)
     different = F.cosine_similarity(x1, x2.roll(1, dims=0), dim=1)
     return same, different
+
+
+def mean_view_cosine(views: Tensor) -> float:
+    """Mean pixel cosine over the pairs of distinct views of one digit (1.0 for a single view).
+
+    Args:
+        views: (V, 1, 28, 28) or (V, 28, 28) views, e.g. ``augmentation_views``.
+    """
+    unit = F.normalize(views.flatten(1).float(), dim=1)  # (V, 784)
+    cosine = unit @ unit.T  # (V, V)
+    pairs = ~torch.eye(len(views), dtype=torch.bool)  # the diagonal is a view with itself
+    return cosine[pairs].mean().item() if len(views) > 1 else 1.0
+
+
+def pixel_matching_top1(
+    images: Tensor,
+    params: AugmentParams | None = None,
+    generator: torch.Generator | None = None,
+    strength: float = 1.0,
+) -> float:
+    """How often raw pixels solve SimCLR's pretext task: the contrastive top-1 of two views' pixels.
+
+    Each of the 2B views picks its nearest of the other 2B - 1 by pixel cosine; chance is
+    1 / (2B - 1). Views that pixel matching pairs up easily teach little (01_augmentations).
+
+    Args:
+        images: (B, 28, 28) or (B, 1, 28, 28) digits, uint8 or float in [0, 1].
+        params, strength: the view family, as in BatchAugment.
+        generator: source of randomness (None: torch's default).
+
+    Returns:
+        A fraction in [0, 1].
+    """
+    augment = BatchAugment(strength, params)
+    x1 = augment(images, generator).flatten(1)  # (B, 784)
+    x2 = augment(images, generator).flatten(1)
+    return contrastive_accuracy(x1, x2)

@@ -1,4 +1,11 @@
-"""Command line: ``python -m simclr_teach train | evaluate | sweep | few-labels``. See README.md."""
+"""Command line: ``python -m simclr_teach train | evaluate | sweep | few-labels | methods``.
+
+See README.md.
+
+The package's modules are imported inside the functions that need them, unlike everywhere else
+in the package: so ``--help`` and a mistyped flag answer at once, before torch is loaded (a
+few seconds on a laptop), and a command loads only what it runs.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from simclr_teach.train import TrainConfig
+    from simclr_teach.data import MNISTData
+    from simclr_teach.train import History, TrainConfig
 
 _TYPES = {"int": int, "float": float, "str": str}
 
@@ -139,10 +147,27 @@ def _parser() -> argparse.ArgumentParser:
         default=[0, 1, 2],
         help="draws of the labels, and of the SimCLR pretraining unless --checkpoint",
     )
+    from simclr_teach.method_study import SEEDS, STUDY_METHODS
+
+    study = commands.add_parser(
+        "methods", help="each method of 08 tuned with the same budget, then seeds, to a CSV"
+    )
+    study.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="CSV to write once complete; the command goes beside it (.csv -> .txt)",
+    )
+    study.add_argument(
+        "--method", nargs="+", choices=STUDY_METHODS, default=list(STUDY_METHODS), dest="methods"
+    )
+    study.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    study.add_argument("--cache", type=Path, default=None, help="run cache (default: runs/cache)")
     return parser
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train_command(args: argparse.Namespace) -> int:
+    """``train``: the flags made a ``TrainConfig``, the run folder checked and locked."""
     from simclr_teach.augment import AugmentParams
     from simclr_teach.checkpoint import check_run_folder
     from simclr_teach.train import TrainConfig
@@ -163,12 +188,12 @@ def _train(args: argparse.Namespace) -> int:
     out = check_run_folder(args.out)  # so does a folder the run cannot write
     try:
         if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 holds the lock for all
-            return _train_in(out, config, args.no_progress, args.monitor_points)
+            return _train_into_folder(out, config, args.no_progress, args.monitor_points)
         busy = (
             f"another process is training into {out}; wait for it to finish, or pass another --out"
         )
         with locked(out, wait=False, busy=busy):
-            return _train_in(out, config, args.no_progress, args.monitor_points)
+            return _train_into_folder(out, config, args.no_progress, args.monitor_points)
     finally:
         if os.environ.get("RANK", "0") == "0":
             _remove_empty(made)  # a run that failed before its first checkpoint leaves no folder
@@ -183,33 +208,20 @@ def _remove_empty(folders: list[Path]) -> None:
             return  # not empty (or gone): nor are the folders above it
 
 
-def _train_in(out: Path, config: TrainConfig, no_progress: bool, monitor_points: int) -> int:
+def _train_into_folder(
+    out: Path, config: TrainConfig, no_progress: bool, monitor_points: int
+) -> int:
     """Train ``config`` into the run folder ``out``, resuming its checkpoint; the exit status."""
-    import torch
-
     from simclr_teach import distributed
     from simclr_teach.checkpoint import load_checkpoint
-    from simclr_teach.data import SOURCES, load_mnist
-    from simclr_teach.train import build_model, train_simclr, validation_split
-    from simclr_teach.utils import atomic_write_text, seed_everything
+    from simclr_teach.train import MonitorDigits, build_model, train_simclr
+    from simclr_teach.utils import seed_everything
 
     path, first = out / "checkpoint.pt", os.environ.get("RANK", "0") == "0"
-    source = config.data
-    recorded = load_checkpoint(path)["data"] if path.is_file() else None
-    if source == "auto" and recorded is not None and recorded["name"] in SOURCES:
-        source = SOURCES[recorded["name"]]  # "auto" may point elsewhere since the run began
-        if first:
-            print(f"Resuming {path} on {recorded['name']}, the digits it started on.")
-    data = load_mnist(source, verbose=first)  # torchrun: 1 line
+    data = _training_data(config, path, verbose=first)
     seed_everything(config.seed)
     model = build_model(config)
-    val = validation_split(data.train_labels)
-    monitor = (
-        data.train_images[~val],
-        data.train_labels[~val],
-        data.train_images[val],
-        data.train_labels[val],
-    )
+    monitor = MonitorDigits.split(data.train_images, data.train_labels)
     start = time.perf_counter()
     try:
         with distributed.process_group(config.device):  # torchrun: join its group, leave at the end
@@ -235,22 +247,47 @@ def _train_in(out: Path, config: TrainConfig, no_progress: bool, monitor_points:
         return 130
     if rank > 0:
         return 0  # rank 0 wrote the checkpoint; it also writes the metrics and reports
-    # a seeded run repeats bit for bit at the same thread count, not across thread counts
-    metrics = {
-        "config": asdict(config),
-        "data": data.name,
-        "history": history.to_dict(),
-        "world_size": world_size,
-        "torch_threads": torch.get_num_threads(),
-        "wall_seconds_this_call": time.perf_counter() - start,
-    }
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    _write_metrics(out, config, data.name, history, world_size, time.perf_counter() - start)
     print(
         f"trained {config.epochs} epochs on {data.name} in {history.seconds[-1]:.0f} s; final "
         f"loss {history.loss[-1]:.3f}, validation kNN {history.knn[-1]:.1%}"
     )
     print(f"wrote {path} and {out / 'metrics.json'}")
     return 0
+
+
+def _training_data(config: TrainConfig, path: Path, verbose: bool) -> MNISTData:
+    """The digits a run trains on: a resumed run's "auto" keeps the digits it started on."""
+    from simclr_teach.checkpoint import load_checkpoint
+    from simclr_teach.data import SOURCES, load_mnist
+
+    source = config.data
+    recorded = load_checkpoint(path)["data"] if path.is_file() else None
+    if source == "auto" and recorded is not None and recorded["name"] in SOURCES:
+        source = SOURCES[recorded["name"]]  # "auto" may point elsewhere since the run began
+        if verbose:
+            print(f"Resuming {path} on {recorded['name']}, the digits it started on.")
+    return load_mnist(source, verbose=verbose)  # torchrun: 1 line
+
+
+def _write_metrics(
+    out: Path, config: TrainConfig, data_name: str, history: History, world: int, seconds: float
+) -> None:
+    """``out/metrics.json`` (atomically): the run's config, data and history, how it ran."""
+    import torch
+
+    from simclr_teach.utils import atomic_write_text
+
+    # a seeded run repeats bit for bit at the same thread count, not across thread counts
+    metrics = {
+        "config": asdict(config),
+        "data": data_name,
+        "history": history.to_dict(),
+        "world_size": world,
+        "torch_threads": torch.get_num_threads(),
+        "wall_seconds_this_call": seconds,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -334,6 +371,24 @@ def _sweep(args: argparse.Namespace, argv: list[str]) -> int:
     return 0
 
 
+def _methods(args: argparse.Namespace, argv: list[str]) -> int:
+    from simclr_teach.method_study import method_study
+    from simclr_teach.utils import note_path
+
+    def report(row: dict) -> None:
+        print(
+            f"{row['method']} {row['role']}: lr={row['lr']:g} {row['setting']}={row['value']:g} "
+            f"seed {row['seed']}: validation kNN {row['val_knn']:.1%}",
+            flush=True,
+        )
+
+    rows = method_study(
+        args.methods, args.out, args.cache, seeds=args.seeds, on_row=report, command=_command(argv)
+    )
+    print(f"wrote {len(rows)} runs to {args.out} (command in {note_path(args.out)})")
+    return 0
+
+
 def _few_label_rows(
     args: argparse.Namespace, rows: list[dict], save: Callable[[str], None]
 ) -> dict[str, object]:
@@ -376,7 +431,7 @@ def _few_label_rows(
         args.budgets,
         args.seeds,
         pretrain_seeds=[c.seed for c in configs],
-        progress=report,
+        on_row=report,
     )
     minutes = round((time.perf_counter() - start) / 60, 1)  # pretraining included
     model = {**asdict(config), "seed": sorted({c.seed for c in configs})}
@@ -423,6 +478,7 @@ AFTER_CTRL_C = {
     "evaluate": "nothing was written, so rerun the same command to evaluate",
     "sweep": "finished runs are cached, so the same command continues from there",
     "few-labels": "rerun the same command to start the study again",
+    "methods": "finished runs are cached, so the same command continues from there",
 }
 
 
@@ -438,7 +494,9 @@ def main(argv: list[str] | None = None) -> int:
             return _sweep(args, argv)
         if args.command == "few-labels":
             return _few_labels(args, argv)
-        return _train(args) if args.command == "train" else _evaluate(args)
+        if args.command == "methods":
+            return _methods(args, argv)
+        return _train_command(args) if args.command == "train" else _evaluate(args)
     except (OSError, ValueError, FloatingPointError) as error:  # files, network, locks, values
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -22,6 +22,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from simclr_teach.utils import locked
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The four files of full MNIST as torchvision stores them (root/MNIST/raw), with their exact sizes.
 MNIST_FILES = {
@@ -134,8 +136,6 @@ def _download_mnist(root: Path) -> None:
     leftovers of a killed one are removed by the next. Raises ConnectionError (an OSError)
     with the fix when the download fails or stalls.
     """
-    from simclr_teach.utils import locked
-
     root.mkdir(parents=True, exist_ok=True)
     busy = f"another process is downloading MNIST into {root}; wait for it and run again"
     with locked(root, wait=False, busy=busy):

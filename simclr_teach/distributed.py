@@ -229,6 +229,11 @@ def data_parallel(model: nn.Module, sync_bn: bool = False) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model)
 
 
+def unwrapped(net: nn.Module) -> nn.Module:
+    """The model inside ``data_parallel``'s DDP wrapper, or ``net`` itself outside torchrun."""
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
 def scaled_lr(lr: float, rule: str, world_size: int) -> float:
     """Peak learning rate for ``world_size`` processes, each with the batch ``lr`` was tuned for.
 

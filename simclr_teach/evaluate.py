@@ -306,6 +306,31 @@ def linear_probe(
 
 
 @memoised
+def score_h_and_z(
+    model: nn.Module, images: Tensor, labels: Tensor, val: Tensor
+) -> dict[str, float]:
+    """How well h and z of a trained model classify digits, without touching the test split (08).
+
+    kNN: weighted kNN@20 with each training digit left out of its own vote (the lab's score,
+    ``lab.loo_knn``). Linear probe: fitted on the training digits outside ``val``, scored on
+    ``val``.
+
+    Args:
+        model: returns (h, z) from ``forward``.
+        images: uint8 (M, 28, 28) training digits; labels: (M,).
+        val: bool (M,) validation mask (``train.validation_split``).
+
+    Returns:
+        {"kNN h", "kNN z", "probe h", "probe z"}: accuracies in [0, 1].
+    """
+    scores = {}
+    for use in ("h", "z"):
+        x = embed(model, images, use)  # (M, D)
+        scores[f"kNN {use}"] = knn_accuracy(x, labels, x, labels, leave_one_out=True)
+        scores[f"probe {use}"] = linear_probe(x[~val], labels[~val], x[val], labels[val])
+    return {name: scores[name] for name in ("kNN h", "kNN z", "probe h", "probe z")}
+
+
 def tsne(features: Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
     """2-D t-SNE map (van der Maaten & Hinton, 2008) with PCA init; same seed, same map.
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from simclr_teach.augment import BatchAugment
 from simclr_teach.model import ConvEncoder, preprocess
+from simclr_teach.schedule import lr_at  # the same warm-up + cosine as SimCLR training
 from simclr_teach.utils import autocast_dtype, default_amp
 
 
@@ -189,7 +190,6 @@ def train_classifier(
             f"encoder_lr_scale must be in (0, 1] (the encoder's share of lr), got "
             f"{encoder_lr_scale}; 1 trains every layer at lr"
         )
-    from simclr_teach.train import lr_at  # the same warm-up + cosine as SimCLR training
 
     num_classes = int(max(labels.max(), torch.as_tensor(val_labels).max())) + 1
     with torch.random.fork_rng():  # seeded initialisation, the global RNG left as it was

@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from simclr_teach.augment import OFF_VALUES, PARAM_RANGES, AugmentParams
+from simclr_teach.data import load_mnist
+from simclr_teach.evaluate import embed, knn_accuracy
 from simclr_teach.train import History, TrainConfig, load_or_train, runs_dir
 from simclr_teach.utils import (
     atomic_write_text,
@@ -239,18 +241,15 @@ def default_cache() -> Path:
     return runs_dir() / "cache"
 
 
-def score(model: torch.nn.Module, data_name: str = "embedded") -> float:
+def loo_knn(model: torch.nn.Module, data_name: str = "embedded") -> float:
     """Leave-one-out kNN@20 of h over the training digits: each classified by the others.
 
     Like a validation split it never touches the test split, but every one of the 4,000
     labelled training digits is a query (a 500-digit split has ~1.3 points of sampling noise
     at 90%; this has ~0.5), so smaller differences between lab runs can be told apart.
     """
-    from simclr_teach.data import load_mnist
-    from simclr_teach.evaluate import embed, knn_accuracy
-
     data = load_mnist(data_name, verbose=False)
-    h = embed(model, data.train_images)  # (N_train, D_h)
+    h = embed(model, data.train_images)  # (M, D_h), M training digits
     return knn_accuracy(h, data.train_labels, h, data.train_labels, leave_one_out=True)
 
 
@@ -275,8 +274,6 @@ def lab_run(
     Returns:
         A dict with the keys of ``COLUMNS``.
     """
-    from simclr_teach.data import load_mnist
-
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     store = LabResults(cache_dir / RESULTS_FILE)
     key = config.key(load_mnist(config.data, verbose=False).name)
@@ -297,7 +294,7 @@ def lab_run(
         "ablated": "+".join(ablated(config, base)) or "-",
         "shortcut_bits": config.shortcut_bits,
         "seed": config.seed,
-        "loo_knn": round(score(model, config.data), 4),
+        "loo_knn": round(loo_knn(model, config.data), 4),
         "final_loss": round(history.loss[-1], 4),
         "final_top1": round(history.top1[-1], 4),
         "train_seconds": round(history.seconds[-1], 1),
@@ -323,8 +320,6 @@ def lab_state(
         "rows" (all, oldest first), "bars" (the newest ``shown``), "curve" (the runs that differ
         from ``config`` in temperature and batch size alone: one line per N over tau)}.
     """
-    from simclr_teach.data import load_mnist
-
     config = lab_config(values, base)
     data_name = load_mnist(config.data, verbose=False).name
     key = config.key(data_name)

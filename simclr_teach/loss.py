@@ -31,6 +31,10 @@ def check_temperature(temperature: float) -> None:
         raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
 
 
+class NonFiniteError(ValueError):
+    """Projections hold NaN or inf: the model diverged (``train`` names the fix)."""
+
+
 def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
     """Raise ValueError with the fix when the inputs cannot be a batch of view pairs."""
     if not isinstance(z1, Tensor) or not isinstance(z2, Tensor):
@@ -51,7 +55,9 @@ def _check_pair(z1: Tensor, z2: Tensor, temperature: float) -> None:
         )
     check_temperature(temperature)
     if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):
-        raise ValueError("z1 or z2 contains NaN or inf; check the model's output and learning rate")
+        raise NonFiniteError(
+            "z1 or z2 contains NaN or inf; check the model's output and learning rate"
+        )
 
 
 def similarity_logits(z1: Tensor, z2: Tensor, temperature: float) -> Tensor:

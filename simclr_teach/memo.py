@@ -30,6 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from simclr_teach.data import runs_dir
+from simclr_teach.utils import atomic_write_text, default_amp
+
 MEMO_ENV = "SIMCLR_TEACH_MEMO"  # "1": runs/cache/memo; a path: that folder; unset or "0": off
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -45,8 +48,6 @@ def memo_dir() -> Path | None:
     if value in ("", "0"):
         return None
     if value == "1":
-        from simclr_teach.data import runs_dir
-
         return runs_dir() / "cache" / "memo"
     return Path(value)
 
@@ -140,8 +141,6 @@ def memoised(fn: F) -> F:
         folder = memo_dir()
         if folder is None:
             return fn(*args, **kwargs)
-        from simclr_teach.utils import atomic_write_text, default_amp
-
         try:
             payload = json.dumps(
                 [fn.__module__, fn.__qualname__, source_digest(), default_amp(),

@@ -2,21 +2,29 @@
 
 SimCLR's loss pulls the two views of a digit together (the numerator of NT-Xent) and pushes
 every other view away (its denominator, the negatives). This module holds the experiments that
-take it apart, each trained by the course's own loop (``train.train_one_epoch``, where only the
-loss line differs, chosen by ``TrainConfig.method``):
+take it apart, each trained by the course's own loop (``train.train_one_epoch``), which knows
+none of them: ``build_method`` makes the model of ``TrainConfig.method``, and every such model
+has ``model.SimCLR``'s interface (``model(x) -> (h, z)``; ``model(x1, x2, temperature=tau) ->
+(loss, z1, z2)``, the step's loss from two views; ``model.after_step()`` after the optimizer's
+step; ``trains_in_parallel``), so a new method is a class here and a name in ``METHODS``:
 
-- ``"positives"``: the numerator alone, ``positives_only_loss``. Nothing keeps the digits
-  apart, so the representation collapses; ``effective_rank`` and ``singular_spectrum`` measure
-  it (Roy & Vetterli, 2007; Jing et al., 2022, "Understanding Dimensional Collapse in
-  Contrastive Self-supervised Learning").
+- ``"positives"``: the numerator alone, ``positives_only_loss`` (``PositivesOnly``). Nothing
+  keeps the digits apart, so the representation collapses; ``effective_rank``,
+  ``singular_spectrum`` and ``normalized_std`` measure it (Roy & Vetterli, 2007; Jing et al.,
+  2022, "Understanding Dimensional Collapse in Contrastive Self-supervised Learning"; Chen &
+  He, 2021).
 - ``"moco"``: MoCo (He et al., 2020): the negatives come from a FIFO queue (``KeyQueue``) of
   keys made by a momentum copy of the network (``momentum_update``), so a small batch still
   sees thousands of negatives.
 - ``"simsiam"``: SimSiam (Chen & He, 2021): no negatives at all; a predictor and a
   stop-gradient (``negative_cosine``) are what keep it from collapsing.
+- ``"byol"``: BYOL (Grill et al., 2020): a predictor and a momentum target network
+  (``normalized_mse``), the step between MoCo's momentum encoder and SimSiam.
+- ``"barlow_twins"``: Barlow Twins (Zbontar et al., 2021): no negatives and no asymmetry; the
+  loss decorrelates z's dimensions (``cross_correlation``, ``barlow_twins_loss``).
 
-Every model here returns ``(h, z)`` from ``forward`` like ``model.SimCLR``, so ``embed``, the kNN
-and the probes read it unchanged; its ``loss(x1, x2, temperature)`` is one training step's loss.
+Every model here returns ``(h, z)`` from ``forward(x)`` like ``model.SimCLR``, so ``embed``, the
+kNN and the probes read it unchanged.
 """
 
 from __future__ import annotations
@@ -26,11 +34,12 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchvision.transforms.v2 import functional as TF
 
 from simclr_teach.loss import check_temperature
-from simclr_teach.model import SimCLR
+from simclr_teach.model import SimCLR, preprocess
 
-METHODS = ("simclr", "positives", "moco", "simsiam")  # TrainConfig.method
+METHODS = ("simclr", "positives", "moco", "simsiam", "byol", "barlow_twins")  # TrainConfig.method
 
 
 def _check_pairs(a: Tensor, b: Tensor, names: str) -> None:
@@ -63,6 +72,19 @@ def positives_only_loss(z1: Tensor, z2: Tensor, temperature: float = 0.5) -> Ten
     check_temperature(temperature)  # as nt_xent: tau = 0 would give -inf
     cosine = F.cosine_similarity(z1.float(), z2.float(), dim=1)  # (N,) one per positive pair
     return -cosine.mean() / temperature  # both anchors of a pair have the same cosine
+
+
+class PositivesOnly(SimCLR):
+    """SimCLR trained on NT-Xent's numerator alone (``positives_only_loss``): it collapses.
+
+    The same encoder and head as ``SimCLR`` (the same weights' names), another loss.
+    """
+
+    trains_in_parallel = False  # one process, as every method of 08
+
+    def loss(self, z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+        """The positives' term of NT-Xent for (N, D_z) projections: no negatives."""
+        return positives_only_loss(z1, z2, temperature)
 
 
 def singular_spectrum(features: Tensor, center: bool = False) -> Tensor:
@@ -111,6 +133,24 @@ def effective_rank(features: Tensor, center: bool = False) -> float:
     if len(p) == 0:
         return 1.0  # centred features that are all equal: one point
     return torch.exp(-(p * p.log()).sum()).item()
+
+
+def normalized_std(features: Tensor) -> float:
+    """Mean over the D channels of the std of the l2-normalised features (Chen & He, 2021,
+    sec. 4.1, Figure 2): 0 when every digit maps to one point (collapse), about 1 / sqrt(D) when
+    the unit vectors spread over the sphere; unlike the uncentred ``effective_rank``, a narrow
+    random start that is not one point scores above 0.
+
+    Args:
+        features: (M, D) finite features, M >= 2.
+
+    Returns:
+        In [0, 1].
+    """
+    if features.dim() != 2 or len(features) < 2:
+        raise ValueError(f"need (M, D) features with M >= 2, got {tuple(features.shape)}")
+    unit = F.normalize(features.detach().float(), dim=1)  # (M, D) on the sphere
+    return unit.std(dim=0, unbiased=False).mean().item()
 
 
 @torch.no_grad()
@@ -208,20 +248,19 @@ class MoCo(nn.Module):
         self.momentum = momentum
         self._new_keys: Tensor | None = None  # this step's keys, enqueued after the backward
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (N, 1, 28, 28) -> (h, z) of the online network (what training leaves us)."""
-        return self.online(x)
+    trains_in_parallel = False  # its queue and key network live in one process
 
-    def loss(self, x1: Tensor, x2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
-        """InfoNCE of the 2N queries against their keys and the queue.
+    def forward(
+        self, x1: Tensor, x2: Tensor | None = None, temperature: float = 0.2
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """x1: (N, 1, 28, 28) -> (h, z) of the online network (what training leaves us).
 
-        Args:
-            x1, x2: the two views, (N, 1, 28, 28) each.
-            temperature: tau of the logits.
-
-        Returns:
-            (scalar loss, z1, z2), z1 and z2 the online (N, D) projections of the two views.
+        With the second view ``x2``: InfoNCE of the 2N queries against their keys and the
+        queue, as (scalar loss, z1, z2), z1 and z2 the online (N, D) projections of the views;
+        ``temperature`` is tau of the logits.
         """
+        if x2 is None:
+            return self.online(x1)
         n = len(x1)
         _, z = self.online(torch.cat([x1, x2]))  # (2N, D)
         q = F.normalize(z.float(), dim=1)
@@ -285,29 +324,23 @@ class SimSiam(nn.Module):
         dim = _z_size(simclr)
         self.encoder = simclr.encoder
         self.head = nn.Sequential(simclr.head, nn.BatchNorm1d(dim))
-        self.predictor = nn.Sequential(
-            nn.Linear(dim, predictor_hidden),
-            nn.BatchNorm1d(predictor_hidden),
-            nn.ReLU(inplace=True),
-            nn.Linear(predictor_hidden, dim),
-        )
+        self.predictor = predictor(dim, predictor_hidden)
         self.stop_gradient = stop_gradient
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (N, 1, 28, 28) -> (h (N, D_h), z (N, D_z))."""
-        h = self.encoder(x)
-        return h, self.head(h)
+    trains_in_parallel = False  # one process, as every method of 08
 
-    def loss(self, x1: Tensor, x2: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
-        """Symmetrised negative cosine of predictions and (stopped) projections.
+    def forward(
+        self, x1: Tensor, x2: Tensor | None = None, temperature: float = 0.5
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """x1: (N, 1, 28, 28) -> (h (N, D_h), z (N, D_z)).
 
-        Args:
-            x1, x2: the two views, (N, 1, 28, 28) each.
-            temperature: unused (SimSiam has no softmax); kept so every method has one signature.
-
-        Returns:
-            (scalar loss in [-1, 1], z1, z2), z1 and z2 the (N, D) projections of the views.
+        With the second view ``x2``: the symmetrised negative cosine of predictions and
+        (stopped) projections, as (scalar loss in [-1, 1], z1, z2), z1 and z2 the (N, D)
+        projections of the views; ``temperature`` is unused (SimSiam has no softmax).
         """
+        if x2 is None:
+            h = self.encoder(x1)
+            return h, self.head(h)
         n = len(x1)
         _, z = self(torch.cat([x1, x2]))  # (2N, D)
         p = self.predictor(z)  # (2N, D)
@@ -315,6 +348,148 @@ class SimSiam(nn.Module):
         stop = self.stop_gradient
         loss = (negative_cosine(p1, z2, stop) + negative_cosine(p2, z1, stop)) / 2
         return loss, z1, z2
+
+    def after_step(self) -> None:
+        """Nothing: the stop-gradient needs no update beyond the optimizer's."""
+
+
+def predictor(dim: int, hidden: int = 32) -> nn.Sequential:
+    """q: z (N, dim) -> a prediction of the other view's z (N, dim), an MLP with a bottleneck
+    (SimSiam and BYOL: Linear, BatchNorm, ReLU, Linear)."""
+    return nn.Sequential(
+        nn.Linear(dim, hidden),
+        nn.BatchNorm1d(hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, dim),
+    )
+
+
+def normalized_mse(p: Tensor, z: Tensor) -> Tensor:
+    """BYOL's loss: || p / |p| - z / |z| ||^2 = 2 - 2 cos(p, z), averaged over the batch
+    (Grill et al., 2020, eq. 2). The target z carries no gradient.
+
+    Args:
+        p: (N, D) predictions of one view by the online network.
+        z: (N, D) the target network's projections of the other view.
+
+    Returns:
+        Scalar in [0, 4].
+    """
+    return 2.0 + 2.0 * negative_cosine(p, z, stop_gradient=True)
+
+
+class BYOL(nn.Module):
+    """BYOL (Grill et al., 2020): a predictor and a momentum target, no negatives.
+
+    The online network (``online``: f and g) and a predictor q predict, for each view, the
+    other view's projection by the target network, a momentum copy of the online one (as
+    MoCo's key network, moved by ``momentum_update`` after every step, with no gradient). Loss:
+    ``normalized_mse`` of q(z) against the target's z, both views both ways. It sits between
+    MoCo (the momentum network) and SimSiam (the predictor, without the momentum network).
+
+    Args:
+        online: the SimCLR model trained by gradients.
+        momentum: m of the target network (the paper starts at 0.996 and raises it to 1).
+        predictor_hidden: hidden width of q.
+    """
+
+    trains_in_parallel = False  # one process, as every method of 08
+
+    def __init__(self, online: SimCLR, momentum: float = 0.99, predictor_hidden: int = 32) -> None:
+        super().__init__()
+        self.online = online
+        self.target = copy.deepcopy(online).requires_grad_(False)  # trained by momentum only
+        self.predictor = predictor(_z_size(online), predictor_hidden)
+        self.momentum = momentum
+
+    def forward(
+        self, x1: Tensor, x2: Tensor | None = None, temperature: float = 0.5
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """x1: (N, 1, 28, 28) -> (h, z) of the online network (what training leaves us).
+
+        With the second view ``x2``: (scalar loss in [0, 4], z1, z2), z1 and z2 the online
+        (N, D) projections of the views; ``temperature`` is unused (no softmax).
+        """
+        if x2 is None:
+            return self.online(x1)
+        n = len(x1)
+        _, z = self.online(torch.cat([x1, x2]))  # (2N, D)
+        p = self.predictor(z)  # (2N, D)
+        with torch.no_grad():  # the target moves by momentum only
+            _, target = self.target(torch.cat([x2, x1]))  # row i: the other view of p's digit
+        return normalized_mse(p, target), z[:n], z[n:]
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """After the optimizer's step: the target network moves toward the online one."""
+        momentum_update(self.target, self.online, self.momentum)
+
+
+def cross_correlation(z1: Tensor, z2: Tensor) -> Tensor:
+    """C_ij = sum_b z1n_bi z2n_bj / N, each dimension standardised over the batch first.
+
+    Barlow Twins' matrix (Zbontar et al., 2021, eq. 2): 1 on the diagonal when the two views
+    agree in every dimension, 0 off it when the dimensions are decorrelated.
+
+    Args:
+        z1, z2: (N, D) projections of the two views, N >= 2.
+
+    Returns:
+        float32 (D, D).
+    """
+    _check_pairs(z1, z2, "z1 and z2")
+    if len(z1) < 2:
+        raise ValueError(f"need N >= 2 pairs to standardise over the batch, got {len(z1)}")
+
+    def standardised(z: Tensor) -> Tensor:  # (N, D): mean 0, std 1 per dimension
+        z = z.float()
+        return (z - z.mean(dim=0)) / (z.std(dim=0, unbiased=False) + 1e-5)
+
+    return standardised(z1).T @ standardised(z2) / len(z1)
+
+
+def barlow_twins_loss(z1: Tensor, z2: Tensor, redundancy_weight: float = 5e-3) -> Tensor:
+    """sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2 of ``cross_correlation`` (eq. 1).
+
+    The first term makes the views agree (invariance), the second decorrelates the dimensions
+    (redundancy reduction): with it a collapsed z, whose dimensions all say the same, costs a
+    lot. No negatives, no asymmetry.
+
+    Args:
+        z1, z2: (N, D) projections of the two views, N >= 2.
+        redundancy_weight: lambda >= 0 (the paper: 5e-3 for D = 8192).
+
+    Returns:
+        Scalar >= 0.
+    """
+    if not redundancy_weight >= 0:
+        raise ValueError(f"redundancy_weight must be >= 0, got {redundancy_weight}")
+    c = cross_correlation(z1, z2)  # (D, D)
+    on_diagonal = (1 - c.diagonal()).pow(2).sum()
+    off_diagonal = c.pow(2).sum() - c.diagonal().pow(2).sum()
+    return on_diagonal + redundancy_weight * off_diagonal
+
+
+class BarlowTwins(SimCLR):
+    """Barlow Twins (Zbontar et al., 2021): SimCLR's encoder and head, ``barlow_twins_loss``.
+
+    The same weights' names as ``SimCLR``; the loss decorrelates z's dimensions instead of
+    pushing negatives apart.
+
+    Args:
+        encoder, head: as ``SimCLR``.
+        redundancy_weight: lambda of ``barlow_twins_loss``.
+    """
+
+    trains_in_parallel = False  # its batch statistics are one process's
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, redundancy_weight: float = 5e-3):
+        super().__init__(encoder, head)
+        self.redundancy_weight = redundancy_weight
+
+    def loss(self, z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+        """``barlow_twins_loss`` of the (N, D_z) projections; ``temperature`` is unused."""
+        return barlow_twins_loss(z1, z2, self.redundancy_weight)
 
 
 def _z_size(simclr: SimCLR) -> int:
@@ -324,52 +499,42 @@ def _z_size(simclr: SimCLR) -> int:
     )
 
 
+def queue_holds_a_step(method: str, queue_size: int, batch_size: int) -> bool:
+    """Whether a run's key queue fits one step's keys: MoCo enqueues 2N of them every step."""
+    return method != "moco" or queue_size >= 2 * batch_size
+
+
 def build_method(
     method: str,
     simclr: SimCLR,
     queue_size: int = 4096,
     momentum: float = 0.99,
     stop_gradient: bool = True,
+    redundancy_weight: float = 5e-3,
 ) -> nn.Module:
     """The model a method trains, around a freshly built SimCLR model.
 
     Args:
-        method: one of ``METHODS``; "simclr" and "positives" train ``simclr`` itself.
+        method: one of ``METHODS``; "simclr" trains ``simclr`` itself, "positives" and
+            "barlow_twins" its encoder and head with another loss.
         simclr: encoder f and head g.
-        queue_size, momentum: MoCo's K and m.
+        queue_size: MoCo's K. momentum: m of MoCo's key network and BYOL's target.
         stop_gradient: SimSiam's stop-gradient (False: the collapsing ablation).
+        redundancy_weight: Barlow Twins' lambda.
     """
-    if method in ("simclr", "positives"):
+    if method == "simclr":
         return simclr
+    if method == "positives":
+        return PositivesOnly(simclr.encoder, simclr.head)
     if method == "moco":
         return MoCo(simclr, queue_size, momentum)
     if method == "simsiam":
         return SimSiam(simclr, stop_gradient=stop_gradient)
+    if method == "byol":
+        return BYOL(simclr, momentum)
+    if method == "barlow_twins":
+        return BarlowTwins(simclr.encoder, simclr.head, redundancy_weight)
     raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-
-
-def readout(model: nn.Module, images: Tensor, labels: Tensor, val: Tensor) -> dict[str, float]:
-    """How well h and z of a trained model classify digits, without touching the test split.
-
-    kNN: weighted kNN@20 with each training digit left out of its own vote (``lab.score``'s
-    reader). Linear probe: fitted on the training digits outside ``val``, scored on ``val``.
-
-    Args:
-        model: returns (h, z) from ``forward``.
-        images: uint8 (M, 28, 28) training digits; labels: (M,).
-        val: bool (M,) validation mask (``train.validation_split``).
-
-    Returns:
-        {"kNN h", "kNN z", "probe h", "probe z"}: accuracies in [0, 1].
-    """
-    from simclr_teach.evaluate import embed, knn_accuracy, linear_probe
-
-    scores = {}
-    for use in ("h", "z"):
-        x = embed(model, images, use)  # (M, D)
-        scores[f"kNN {use}"] = knn_accuracy(x, labels, x, labels, leave_one_out=True)
-        scores[f"probe {use}"] = linear_probe(x[~val], labels[~val], x[val], labels[val])
-    return {name: scores[name] for name in ("kNN h", "kNN z", "probe h", "probe z")}
 
 
 def rotated_digits(
@@ -388,10 +553,6 @@ def rotated_digits(
     Returns:
         (float (M, 1, 28, 28) turned digits in [0, 1], long (M,) labels in [0, A)).
     """
-    from torchvision.transforms.v2 import functional as TF
-
-    from simclr_teach.model import preprocess
-
     x = preprocess(torch.as_tensor(images))  # (M, 1, 28, 28)
     label = torch.arange(len(x)) % len(angles)
     turned = x.clone()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from simclr_teach.distributed import global_nt_xent
+
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # pixel mean and std of the MNIST training set
 
 
@@ -186,20 +188,49 @@ class ProjectionHead(nn.Module):
 class SimCLR(nn.Module):
     """Encoder f followed by projection head g; ``forward`` returns both h and z.
 
+    It is also what the training loop trains (``train.train_one_epoch``): every model a method
+    of ``TrainConfig.method`` trains has this interface (``methods`` holds the others):
+
+    - ``model(x) -> (h, z)``: the representation and the projection, for evaluation;
+    - ``model(x1, x2, temperature=tau) -> (loss, z1, z2)``: one training step's loss from two
+      views, through ``forward``, so DistributedDataParallel sees the pass under torchrun;
+    - ``model.after_step()``: anything to update after the optimizer's step (nothing here);
+    - ``model.trains_in_parallel``: whether it may train under torchrun.
+
     Args:
         encoder: maps (N, 1, 28, 28) to h (N, D_h); must have an ``out_dim`` attribute.
         head: maps h to z (N, D_z).
     """
+
+    trains_in_parallel = True  # global NT-Xent over all ranks (07_scaling_out)
 
     def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x: (N, 1, 28, 28) in [0, 1] -> (h (N, D_h), z (N, D_z))."""
+    def forward(
+        self, x: Tensor, x2: Tensor | None = None, temperature: float = 0.5
+    ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
+        """x: (N, 1, 28, 28) in [0, 1] -> (h (N, D_h), z (N, D_z)).
+
+        With the second view ``x2`` (N, 1, 28, 28): (scalar loss, z1, z2), both views in one
+        pass and ``loss`` of their projections (N, D_z) each.
+        """
+        if x2 is not None:
+            n = len(x)
+            _, z = self(torch.cat([x, x2]))  # one pass: (2N, D_z)
+            z1, z2 = z[:n], z[n:]
+            return self.loss(z1, z2, temperature), z1, z2
         h = self.encoder(x)
         return h, self.head(h)
+
+    def loss(self, z1: Tensor, z2: Tensor, temperature: float) -> Tensor:
+        """NT-Xent of the (N, D_z) projections of the two views, against every rank's views."""
+        return global_nt_xent(z1, z2, temperature)
+
+    def after_step(self) -> None:
+        """Nothing: the optimizer's step is SimCLR's only update (MoCo moves a key network)."""
 
 
 HEADS = ("mlp", "linear", "none")  # the projection heads of the paper's Figure 8

@@ -756,34 +756,46 @@ def _bar_panel(right: Axes, bar_rows: Sequence[Mapping], highlight: str | None) 
 
 
 def collapse_curves(
-    histories: Mapping[str, object], references: Mapping[str, Mapping[str, float]] | None = None
+    histories: Mapping[str, object],
+    references: Mapping[str, Mapping[str, float]] | None = None,
+    starts: Mapping[str, Mapping[str, float | None]] | None = None,
 ) -> Figure:
-    """Four panels against epoch for several runs: kNN of h, effective rank of z and of h, and
-    the uniformity of z, all on the kNN monitor's validation digits (08_what_simclr_needs).
+    """Four panels against epoch for several runs: kNN of h, effective rank of z, the normalised
+    std of z and the uniformity of z, all on the kNN monitor's validation digits (08).
 
     Args:
-        histories: run name -> History (or dict) with ``epoch``, ``knn``, ``rank_z``, ``rank_h``
+        histories: run name -> History (or dict) with ``epoch``, ``knn``, ``rank_z``, ``std_z``
             and ``uniformity`` per epoch (a run trained with the kNN monitor on).
         references: line name -> {panel field: value}, drawn dashed in grey shades (e.g. a
-            random encoder's numbers, chance for the kNN).
+            random encoder's numbers, chance for the kNN, 1/sqrt(D) for the std).
+        starts: run name -> ``train.monitor_scores`` of the model the run started from
+            (``train.initial_model``), drawn at epoch 0; runs not in it start at epoch 1.
     """
     panels = {
         "knn": "kNN accuracy of h (validation)",
         "rank_z": "effective rank of z",
-        "rank_h": "effective rank of h",
+        "std_z": "std of z on the sphere",
         "uniformity": "uniformity of z (0 = one point)",
     }
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.2), layout="constrained")
+    fig, axes = plt.subplots(1, 4, figsize=(10.5, 3.0), layout="constrained")
     for ax, (name, title) in zip(axes, panels.items(), strict=True):
         for colour, (run, history) in zip(PALETTE, histories.items(), strict=False):
-            values = _field(history, name)
+            epochs, values = list(_field(history, "epoch")), list(_field(history, name) or [])
             if not values or any(v is None for v in values):
-                raise ValueError(f"{run!r} has no {name} per epoch; train it with the kNN monitor")
-            ax.plot(_field(history, "epoch"), values, marker=".", color=colour, label=run)
-        styles = ("--", ":", "-.")
+                raise ValueError(
+                    f"{run!r} has no {name} per epoch: train it with the kNN monitor (a run "
+                    "cached before the monitor recorded it: delete its runs/cache folder)"
+                )
+            start = (starts or {}).get(run, {}).get(name)
+            if start is not None:
+                epochs, values = [0, *epochs], [start, *values]
+            ax.plot(epochs, values, marker=".", color=colour, label=run)
+        styles, drawn = ("--", ":", "-."), []
         for style, (line, values) in zip(styles, (references or {}).items(), strict=False):
             if name in values:
-                ax.axhline(values[name], color=GREY, linestyle=style, label=line)
+                drawn.append(ax.axhline(values[name], color=GREY, linestyle=style, label=line))
+        if drawn and ax is not axes[0]:  # a line the first panel's legend does not name
+            ax.legend(handles=drawn, loc="best", fontsize=SMALL)
         ax.set(title=title, xlabel="epoch")
     axes[0].legend(loc="best", fontsize=SMALL)
     return fig

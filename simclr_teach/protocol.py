@@ -12,14 +12,23 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from simclr_teach.evaluate import knn_accuracy, linear_probe
+from simclr_teach import finetune
+from simclr_teach.evaluate import (
+    embed,
+    knn_accuracy,
+    linear_probe,
+    pixel_features,
+    random_init_like,
+)
 from simclr_teach.memo import memoised
+from simclr_teach.train import validation_split
+from simclr_teach.utils import MAX_SEED
 
 
 def tune_knn(
@@ -177,8 +186,6 @@ def evaluation_table(
         validation, "linear": ...} (see ``evaluate.format_table``); chosen: name -> the values
         validation chose.
     """
-    from simclr_teach.evaluate import embed, pixel_features, random_init_like
-    from simclr_teach.train import validation_split
 
     train_labels = torch.as_tensor(train_labels)
     per_class = max(1, min(50, int(train_labels.bincount().min()) // 5))
@@ -358,8 +365,11 @@ BN_DIGITS = 1000  # clean training digits that recalibrate BatchNorm
 # The classifiers' recipe search (``tune_classifier``): from CLASSIFIER_START, one coordinate at a
 # time, each value trained and scored on validation; a value replaces the current one only when
 # it scores higher. Fine-tuning also searches how gently the pretrained encoder is trained.
-# Then the schedule length: every length of STEP_GRID, doubled while the longest wins (up to
-# MAX_STEPS), so that the chosen length lies inside the range tried; ties go to the longer.
+# A coordinate of EXTEND_BEYOND whose best value is an end of the values tried is tried again
+# beyond that end (times or divided by its factor, at most EXTENSIONS times per end), so the
+# learning rate and weight decay chosen lie inside the range tried. Then the schedule length:
+# every length of STEP_GRID, doubled while the longest wins (up to MAX_STEPS), so that the
+# chosen length lies inside the range tried; ties go to the longer.
 CLASSIFIER_START = {"strength": 1.0, "lr": 2e-3, "weight_decay": 1e-4, "steps": 500}
 CLASSIFIER_SEARCH: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("strength", (0.5, 1.0, 1.5)),  # BatchAugment strength of the labelled views
@@ -372,6 +382,7 @@ FINETUNE_STYLES: tuple[dict[str, Any], ...] = (  # (encoder's share of lr, LP-FT
     {"encoder_lr_scale": 1.0, "probe_first": True},  # LP-FT: the linear layer fitted first
     {"encoder_lr_scale": 0.1, "probe_first": True},  # both
 )
+EXTEND_BEYOND, EXTENSIONS = {"lr": 4.0, "weight_decay": 4.0}, 6  # strength: a fixed range
 STEP_GRID, MAX_STEPS = (250, 500, 1000, 2000), 8000
 RECIPE_KEYS = ("strength", "lr", "weight_decay", "steps", "encoder_lr_scale", "probe_first")
 FEW_LABEL_COLUMNS = (
@@ -382,6 +393,7 @@ FEW_LABEL_COLUMNS = (
     "labels",
     *RECIPE_KEYS,
     "candidates",
+    "range_ends",
     "choice",
     "val_accuracy",
     "test_accuracy",
@@ -394,7 +406,6 @@ def check_few_label_arguments(budgets: Sequence[int], seeds: Sequence[int]) -> N
 
     It checks them first; ``python -m simclr_teach few-labels`` too, before training a model.
     """
-    from simclr_teach.utils import MAX_SEED
 
     def whole(value: object, low: int, high: float = math.inf) -> bool:
         is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
@@ -415,7 +426,7 @@ def recipe_from_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """The recipe of a classifier row of ``few_label_study`` (e.g. read back from its CSV).
 
     Blank fields (NaN or "") are left out; types are restored ("True" -> True, 1000.0 -> 1000),
-    so that ``train_classifier(**recipe)`` trains what the row trained.
+    so that ``finetune.train_classifier(**recipe)`` trains what the row trained.
     """
     types: dict[str, Callable[[Any], Any]] = {
         "strength": float,
@@ -436,6 +447,15 @@ def recipe_text(recipe: dict[str, Any]) -> str:
     return " ".join(parts + (["LP-FT"] if recipe.get("probe_first") else []))
 
 
+class TunedClassifier(NamedTuple):
+    """What ``tune_classifier`` chose: the recipe, its fit, and how far the search went."""
+
+    recipe: dict[str, Any]  # keyword arguments of ``finetune.train_classifier``
+    fit: Any  # its ``finetune.Fit`` on validation
+    candidates: int  # recipes trained
+    range_ends: list[str]  # settings chosen at an end of the values tried for them
+
+
 def tune_classifier(
     images: Tensor,
     labels: Tensor,
@@ -449,14 +469,16 @@ def tune_classifier(
     search: Sequence[tuple[str, Sequence[Any]]] = CLASSIFIER_SEARCH,
     step_grid: Sequence[int] = STEP_GRID,
     max_steps: int = MAX_STEPS,
-) -> tuple[dict[str, Any], Any, int]:
+) -> TunedClassifier:
     """A classifier's recipe chosen on validation, as SimCLR's was chosen (04's frontier).
 
     Coordinate search from ``CLASSIFIER_START`` (its schedule length clamped into the range of
     ``step_grid``): for each (name, values) of ``search`` in turn,
     and for a pretrained ``encoder`` then ``FINETUNE_STYLES``, every value is trained
     (``finetune.train_classifier``, scored once at the end of its schedule) with the others at
-    their current best; the current value is kept unless another scores strictly higher. Last,
+    their current best; the current value is kept unless another scores strictly higher. A
+    coordinate of ``EXTEND_BEYOND`` whose best is an end of the values tried is tried beyond
+    that end, by its factor, up to ``EXTENSIONS`` times per end. Last,
     the schedule length: each of ``step_grid``, then the longest doubled while it wins (at
     most ``max_steps``), ties to the longer: the chosen length is inside the range tried unless
     it reached ``max_steps``. Identical recipes are trained once.
@@ -470,11 +492,10 @@ def tune_classifier(
         step_grid: schedule lengths, increasing. max_steps: the longest schedule tried.
 
     Returns:
-        (recipe, fit, candidates): the chosen keyword arguments of ``train_classifier`` (keys
-        of ``RECIPE_KEYS``), its ``Fit``, and how many recipes were trained.
+        ``TunedClassifier``: the chosen keyword arguments of ``train_classifier`` (keys of
+        ``RECIPE_KEYS``), its ``Fit``, how many recipes were trained, and which numeric
+        settings were chosen at an end of the values tried for them.
     """
-    from simclr_teach.finetune import train_classifier
-
     grid = sorted(step_grid)
     recipe: dict[str, Any] = dict(CLASSIFIER_START)  # its length clamped into the grid's range
     recipe["steps"] = min(max(recipe["steps"], grid[0]), grid[-1])
@@ -485,7 +506,7 @@ def tune_classifier(
     def accuracy(candidate: dict[str, Any]) -> float:
         key = tuple(sorted(candidate.items()))
         if key not in fits:
-            fits[key] = train_classifier(
+            fits[key] = finetune.train_classifier(
                 images, labels, val_images, val_labels, encoder, width=width, seed=seed,
                 eval_every=candidate["steps"], bn_images=bn_images, **candidate,
             )  # fmt: skip
@@ -494,12 +515,27 @@ def tune_classifier(
     coordinates = [[{name: v} for v in values] for name, values in search]
     if encoder is not None:
         coordinates.append(list(FINETUNE_STYLES))
+    tried: dict[str, list[float]] = {}  # numeric coordinate -> values tried, increasing
     for changes in coordinates:
         best = recipe
         for change in changes:
             candidate = {**recipe, **change}
             if accuracy(candidate) > accuracy(best):  # strictly higher: ties keep the current
                 best = candidate
+        name = next(iter(changes[0])) if len(changes[0]) == 1 else None  # None: styles
+        if name is not None:
+            values = sorted({change[name] for change in changes} | {recipe[name]})
+            for _ in range(EXTENSIONS if name in EXTEND_BEYOND and len(values) > 1 else 0):
+                if values[0] < best[name] < values[-1]:
+                    break  # inside the range tried
+                up = best[name] == values[-1]
+                beyond = best[name] * (EXTEND_BEYOND[name] if up else 1 / EXTEND_BEYOND[name])
+                values = sorted([*values, beyond])
+                candidate = {**recipe, name: beyond}
+                if not accuracy(candidate) > accuracy(best):
+                    break
+                best = candidate
+            tried[name] = values
         recipe = best
     while True:
         by_length = {n: accuracy({**recipe, "steps": n}) for n in grid}
@@ -508,7 +544,9 @@ def tune_classifier(
             break
         grid.append(2 * grid[-1])  # the longest won: the range did not hold the choice yet
     recipe = {**recipe, "steps": chosen}
-    return recipe, fits[tuple(sorted(recipe.items()))], len(fits)
+    tried["steps"] = grid
+    ends = [k for k, v in tried.items() if len(v) > 1 and recipe[k] in (v[0], v[-1])]
+    return TunedClassifier(recipe, fits[tuple(sorted(recipe.items()))], len(fits), ends)
 
 
 @memoised
@@ -526,7 +564,7 @@ def few_label_study(
     step_grid: Sequence[int] = STEP_GRID,
     max_steps: int = MAX_STEPS,
     width: int | None = None,
-    progress: Callable[[dict[str, Any]], None] | None = None,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """How many labels SimCLR saves: four readers of a few labelled digits. Taught in 05.
 
@@ -560,14 +598,12 @@ def few_label_study(
         recipes: {method: recipe} to use instead of searching (e.g. a recipe a study chose).
         search, step_grid, max_steps: as in ``tune_classifier``.
         width: encoder width from scratch (default: the SimCLR encoder's, ``out_dim`` / 4).
-        progress: called with each finished row.
+        on_row: called with each finished row (e.g. to save the table so far).
 
     Returns:
         One dict per (budget, seed, method) with the keys of FEW_LABEL_COLUMNS (accuracies in
         [0, 1]; ``choice`` names what validation chose; recipe keys blank for kNN and probe).
     """
-    from simclr_teach.evaluate import embed
-    from simclr_teach.train import validation_split
 
     check_few_label_arguments(budgets, seeds)  # before any row
     models = list(model) if isinstance(model, Sequence) else [model] * len(seeds)
@@ -604,6 +640,7 @@ def few_label_study(
                 "pretrain_seed": "" if pretrain_seeds is None else pretrain_seeds[i],
                 "labels": len(final),
                 "candidates": "",
+                "range_ends": "",
                 **dict.fromkeys(RECIPE_KEYS, ""),
             }
             h = (h_train[picked], train_labels[picked], h_train[val], train_labels[val])
@@ -623,8 +660,8 @@ def few_label_study(
                 found.append(row)
             for row in found:
                 rows.append({**base, **row})
-                if progress is not None:
-                    progress(rows[-1])
+                if on_row is not None:
+                    on_row(rows[-1])
     return rows
 
 
@@ -681,29 +718,29 @@ def _classifier_row(
     """A classifier's row of a draw: its recipe searched (``recipe`` None) or given, trained on
     ``labelled`` (images, labels), retrained on ``refit`` when given ("every label"), and scored
     once on ``test``."""
-    from simclr_teach.finetune import classifier_accuracy, train_classifier
-
     start = time.perf_counter()
-    candidates = 1
+    candidates, ends = 1, ""
     if recipe is None:
-        recipe, fit, candidates = tune_classifier(
+        recipe, fit, candidates, range_ends = tune_classifier(
             *labelled, encoder=encoder, seed=seed, **common, **search_args
         )
+        ends = " ".join(range_ends) or "none"
     else:
-        fit = train_classifier(
+        fit = finetune.train_classifier(
             *labelled, encoder=encoder, seed=seed, eval_every=recipe["steps"], **common, **recipe
         )
     classifier = fit.classifier
     if refit is not None:  # every training label: retrain with the chosen recipe on all of them
-        classifier = train_classifier(
+        classifier = finetune.train_classifier(
             *refit, encoder=encoder, seed=seed, eval_every=recipe["steps"], **common, **recipe
         ).classifier
     return {
         **recipe,
         "method": method,
         "candidates": candidates,
+        "range_ends": ends,
         "choice": recipe_text(recipe),
         "val_accuracy": fit.val_accuracy,
-        "test_accuracy": classifier_accuracy(classifier, *test),
+        "test_accuracy": finetune.classifier_accuracy(classifier, *test),
         "seconds": time.perf_counter() - start,
     }

@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from simclr_teach import distributed
 from simclr_teach.augment import AugmentParams, BatchAugment
@@ -25,10 +26,18 @@ from simclr_teach.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from simclr_teach.data import runs_dir
-from simclr_teach.loss import contrastive_accuracy
-from simclr_teach.methods import METHODS, build_method, positives_only_loss
+from simclr_teach.data import SOURCES, describe_training_data, load_mnist, runs_dir
+from simclr_teach.evaluate import embed, embed_both, knn_accuracy, uniformity
+from simclr_teach.loss import NonFiniteError, contrastive_accuracy
+from simclr_teach.methods import (
+    METHODS,
+    build_method,
+    effective_rank,
+    normalized_std,
+    queue_holds_a_step,
+)
 from simclr_teach.model import HEADS, build_simclr, preprocess
+from simclr_teach.schedule import lr_at
 from simclr_teach.shortcut import MAX_BITS, shared_bits
 from simclr_teach.utils import (
     MAX_SEED,
@@ -53,7 +62,8 @@ CHOICES = {
 # Fields added after the first runs were cached, with the value that reproduces a run from before
 # them: at that value a field stays out of the run's cache key, so every run cached before it (and
 # the keys in notebooks/results) keeps its name, and a stored config that lacks the field reads as
-# that value. Notebook 08 added the first five; pool_first (2026-12-05) changed the default run.
+# that value. Notebook 08 added the first five; pool_first (2026-12-05) changed the default run;
+# redundancy_weight (2026-12-06) came with Barlow Twins.
 LATER_FIELDS: dict[str, Any] = {
     "head": "mlp",
     "method": "simclr",
@@ -61,6 +71,7 @@ LATER_FIELDS: dict[str, Any] = {
     "momentum": 0.99,
     "stop_gradient": True,
     "pool_first": False,
+    "redundancy_weight": 5e-3,
 }
 
 
@@ -103,12 +114,17 @@ class TrainConfig:
     lr_scaling: str = "sqrt"  # peak lr x sqrt(K) ("sqrt", Adam), x K ("linear") or x 1 ("none")
     # What SimCLR needs and what came after (08_what_simclr_needs, simclr_teach/methods.py):
     head: str = "mlp"  # projection head: "mlp" (paper), "linear" or "none" (z = h)
-    method: str = "simclr"  # "simclr", "positives" (no negatives), "moco" or "simsiam"
+    method: str = "simclr"  # a name of methods.METHODS: which model and loss train
     queue_size: int = 4096  # MoCo: keys in the queue, the negatives of every query
     momentum: float = 0.99  # MoCo: key network <- m key network + (1 - m) online network
     stop_gradient: bool = True  # SimSiam: no gradient into the target branch (False collapses)
+    redundancy_weight: float = 5e-3  # Barlow Twins: lambda, the weight of decorrelation
 
     def __post_init__(self) -> None:
+        for f in fields(self):  # numpy scalars (a pandas row's values) -> Python numbers, so a
+            value = getattr(self, f.name)  # checkpoint holds plain values torch.load can read
+            if type(value).__module__ == "numpy" and hasattr(value, "item"):
+                setattr(self, f.name, value.item())
         if isinstance(self.augment, dict):
             self.augment = AugmentParams(**self.augment)
         finite = {
@@ -129,9 +145,10 @@ class TrainConfig:
             **{name: getattr(self, name) in values for name, values in CHOICES.items()},
             "shortcut_bits": 0 <= self.shortcut_bits <= MAX_BITS,
             "seed": 0 <= self.seed <= MAX_SEED,
-            # a MoCo step enqueues 2N keys
-            "queue_size": self.method != "moco" or self.queue_size >= 2 * self.batch_size,
+            "queue_size": queue_holds_a_step(self.method, self.queue_size, self.batch_size),
             "momentum": 0.0 <= self.momentum <= 1.0,
+            "redundancy_weight": math.isfinite(self.redundancy_weight)
+            and self.redundancy_weight >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -186,6 +203,8 @@ class History:
     rank_h: list[float | None] = field(default_factory=list)
     rank_z: list[float | None] = field(default_factory=list)
     uniformity: list[float | None] = field(default_factory=list)
+    # methods.normalized_std of z (Chen & He, 2021): 0 = one point, about 1/sqrt(D) = spread
+    std_z: list[float | None] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # cumulative training wall time
     images_per_second: list[float] = field(default_factory=list)  # augmented views / s
 
@@ -207,8 +226,9 @@ class History:
 def build_model(config: TrainConfig) -> nn.Module:
     """The model a config describes (weights from torch's current RNG state).
 
-    A ``SimCLR`` module for the methods "simclr" and "positives", else the method's model
-    around one (``methods.build_method``); all return (h, z) from ``forward``.
+    The model of ``config.method`` around a ``SimCLR`` encoder and head
+    (``methods.build_method``); all return (h, z) from ``forward(x)`` and their training loss
+    from ``forward(x1, x2, temperature=tau)``.
     """
     simclr = build_simclr(
         config.encoder,
@@ -219,8 +239,23 @@ def build_model(config: TrainConfig) -> nn.Module:
         config.pool_first,
     )
     return build_method(
-        config.method, simclr, config.queue_size, config.momentum, config.stop_gradient
+        config.method,
+        simclr,
+        config.queue_size,
+        config.momentum,
+        config.stop_gradient,
+        config.redundancy_weight,
     )
+
+
+def initial_model(config: TrainConfig) -> nn.Module:
+    """The model a run of ``config`` starts from: ``build_model`` after ``seed_everything(seed)``.
+
+    ``load_or_train`` trains exactly this model, so its ``monitor_scores`` are the run's epoch 0
+    (08 draws the collapse curves from there).
+    """
+    seed_everything(config.seed)  # model initialisation
+    return build_model(config)
 
 
 def load_model(path: str | Path) -> nn.Module:
@@ -251,17 +286,9 @@ def _weight_mismatch(stored: dict[str, Tensor], wanted: dict[str, Tensor]) -> st
     return f"{extra[0]} is not in the config's model" if extra else ""
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to ``peak`` over ``warmup_steps``, then cosine decay to 0 at the end."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW or SGD; BatchNorm and bias parameters get no weight decay (common SimCLR practice)."""
-    trained = [p for p in model.parameters() if p.requires_grad]  # not MoCo's key network
+    trained = [p for p in model.parameters() if p.requires_grad]  # not a frozen momentum network
     decay = [p for p in trained if p.ndim > 1]
     no_decay = [p for p in trained if p.ndim <= 1]
     groups = [
@@ -273,7 +300,19 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
-Monitor = tuple[Tensor, Tensor, Tensor, Tensor]  # bank images, bank labels, query images, labels
+class MonitorDigits(NamedTuple):
+    """The kNN monitor's digits: the query digits are classified by the bank's (uint8, labels)."""
+
+    bank_images: Tensor  # (B, 28, 28)
+    bank_labels: Tensor  # (B,)
+    query_images: Tensor  # (Q, 28, 28)
+    query_labels: Tensor  # (Q,)
+
+    @classmethod
+    def split(cls, images: Tensor, labels: Tensor) -> MonitorDigits:
+        """``validation_split``'s digits as the queries, the other training digits as the bank."""
+        val = validation_split(labels)
+        return cls(images[~val], labels[~val], images[val], labels[val])
 
 
 def config_differences(
@@ -294,8 +333,6 @@ def _check_same_data(path: str | Path, stored: dict[str, Any] | None, now: dict[
     """Resume only on the digits the run started on (a checkpoint without a record is trusted)."""
     if stored is None or stored["fingerprint"] == now["fingerprint"]:
         return
-    from simclr_teach.data import SOURCES
-
     source = SOURCES.get(stored["name"], stored["name"])
     raise ValueError(
         f"{path} was trained on {stored['name']} ({stored['size']:,} digits, fingerprint "
@@ -367,13 +404,13 @@ def _step_loss(
     amp_dtype: torch.dtype | None,
     where: tuple[int, int],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """The loss of one step: both views in one pass, under autocast when ``amp_dtype`` is set.
+    """The loss of one step, ``net(x1, x2, temperature=tau)``, under autocast when asked.
 
-    NT-Xent for ``config.method`` "simclr"; its positive term alone for "positives"; the
-    model's own ``loss`` for "moco" and "simsiam" (08_what_simclr_needs, ``methods``).
+    Whatever the method, its model computes the loss of the two views itself (``model.SimCLR``
+    and ``methods``); the call goes through ``forward``, so DistributedDataParallel sees it.
 
     Args:
-        net: the model (or its DDP wrapper), ``net(x) -> (h, z)``.
+        net: the model (or its DDP wrapper).
         x1, x2: the two views, float (N, 1, 28, 28) each.
         config: gives the temperature (and the fix named when the run diverges).
         amp_dtype: bfloat16 or float16 for mixed precision, None for float32.
@@ -385,27 +422,15 @@ def _step_loss(
     Raises:
         FloatingPointError when z holds NaN or inf (the run diverged).
     """
-    n = len(x1)
     with torch.autocast(
         x1.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
     ):
-        if config.method in ("moco", "simsiam"):  # their models hold a key network or predictor
-            loss, z1, z2 = net.loss(x1, x2, config.temperature)
-            z = torch.cat([z1, z2])
-        else:
-            _, z = net(torch.cat([x1, x2]))  # one pass: (2N, D_z)
-            z1, z2 = z[:n], z[n:]
-            if config.method == "positives":  # NT-Xent's numerator alone: no negatives (08)
-                loss = positives_only_loss(z1, z2, config.temperature)
-        if config.method == "simclr":
-            try:  # nt_xent checks z is finite; finite z give a finite loss
-                loss = distributed.global_nt_xent(z1, z2, config.temperature)
-            except ValueError:
-                if torch.isfinite(z).all():
-                    raise
-                raise _diverged(config, *where) from None
-        elif not torch.isfinite(z).all():
-            raise _diverged(config, *where)
+        try:
+            loss, z1, z2 = net(x1, x2, temperature=config.temperature)
+        except NonFiniteError:  # NT-Xent refuses NaN or inf projections
+            raise _diverged(config, *where) from None
+    if not (torch.isfinite(z1).all() and torch.isfinite(z2).all()):  # losses that do not check
+        raise _diverged(config, *where)
     return loss, z1, z2
 
 
@@ -461,8 +486,7 @@ def train_one_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        if hasattr(net, "after_step"):  # MoCo: momentum update of the key network, enqueue keys
-            net.after_step()
+        distributed.unwrapped(net).after_step()  # e.g. a momentum network's update
         losses.append(loss.item())
         accs.append(contrastive_accuracy(z1, z2))
         if bar is not None:
@@ -486,24 +510,23 @@ def monitored(epoch: int, epochs: int, points: int = MONITOR_POINTS) -> bool:
     return epoch == 0 or epoch == epochs - 1 or (epoch + 1) % every == 0
 
 
-def _monitor(model: nn.Module, monitor: Monitor | None) -> dict[str, float | None]:
+def monitor_scores(model: nn.Module, monitor: MonitorDigits | None) -> dict[str, float | None]:
     """The monitor's numbers after an epoch (all None if off), on its validation digits.
 
     "knn": kNN accuracy of h on the query digits against the bank; "rank_h", "rank_z": the
-    effective rank of h and z of the query digits; "uniformity": of their z.
+    effective rank of h and z of the query digits; "uniformity" and "std_z"
+    (``methods.normalized_std``): of their z. 08 scores an untrained model with it (epoch 0).
     """
     if monitor is None:
-        return dict.fromkeys(("knn", "rank_h", "rank_z", "uniformity"))
-    from simclr_teach.evaluate import embed, embed_both, knn_accuracy, uniformity
-    from simclr_teach.methods import effective_rank
-
-    bank_x, bank_y, query_x, query_y = monitor  # uint8 (B, 28, 28), (B,), (Q, 28, 28), (Q,)
+        return dict.fromkeys(("knn", "rank_h", "rank_z", "uniformity", "std_z"))
+    bank_x, bank_y, query_x, query_y = monitor
     h, z = embed_both(model, query_x)  # (Q, D_h), (Q, D_z): one pass for both
     return {
         "knn": knn_accuracy(embed(model, bank_x), bank_y, h, query_y),
         "rank_h": effective_rank(h),
         "rank_z": effective_rank(z),
         "uniformity": uniformity(z),
+        "std_z": normalized_std(z),
     }
 
 
@@ -526,7 +549,7 @@ def _record(
         epoch: 0-based; recorded 1-based.
         loss, top1: this rank's means over the epoch's steps.
         lr: the learning rate of the epoch's last step.
-        scores: ``_monitor``'s numbers (None when off or not ``monitored`` this epoch).
+        scores: ``monitor_scores``'s numbers (None when off or not ``monitored`` this epoch).
         seconds: the epoch's training time (the kNN monitor excluded).
         views: augmented views all ranks trained on in the epoch, 2 K N per step.
     """
@@ -553,7 +576,7 @@ def train_simclr(
     config: TrainConfig,
     progress: bool = True,
     *,
-    monitor: Monitor | None = None,
+    monitor: MonitorDigits | None = None,
     checkpoint_path: str | Path | None = None,
     on_epoch_end: Callable[[History], None] | None = None,
     data_name: str | None = None,
@@ -561,8 +584,8 @@ def train_simclr(
 ) -> History:
     """Train ``model`` with SimCLR on unlabelled digits. Taught in 04_training_on_mnist.
 
-    Each step: N digits, two BatchAugment views, (h, z) for both, ``nt_xent`` (or the loss of
-    ``config.method``, 08), backward, step, MoCo's ``after_step``,
+    Each step: N digits, two BatchAugment views, the model's loss of both (``nt_xent`` of their
+    z for SimCLR, another method's own loss, 08), backward, step, the model's ``after_step``,
     learning rate from the warm-up + cosine schedule. One CPU generator seeded by
     ``config.seed`` drives shuffling and augmentation, so a run repeats exactly on CPU. The
     steps: ``_resume`` a checkpoint, then per epoch ``train_one_epoch`` (04's loop), the kNN
@@ -580,7 +603,7 @@ def train_simclr(
         images: uint8 (N, 28, 28) training digits (labels are never used).
         config: the run's settings.
         progress: show a tqdm progress bar (epoch, loss, images per second).
-        monitor: optional (bank images, bank labels, query images, query labels) for an online
+        monitor: optional ``MonitorDigits`` (bank and query digits with labels) for an online
             kNN accuracy after the ``monitored`` epochs (None in the history for the others);
             use a validation split, not the test split.
         checkpoint_path: write a checkpoint here after every epoch (atomically); if it already
@@ -598,17 +621,13 @@ def train_simclr(
     Raises:
         FloatingPointError when the run diverges (NaN or inf projections), naming the fix.
     """
-    from tqdm.auto import tqdm
-
-    from simclr_teach.data import describe_training_data
-
     world, rank = distributed.world_size(), distributed.rank()  # 1 and 0 in one process
     _check_batch_fits(config.batch_size, len(images), world)
     if monitor_points < 1:
         raise ValueError(
             f"monitor_points must be at least 1 (the first and last epochs), got {monitor_points}"
         )
-    if world > 1 and config.method != "simclr":
+    if world > 1 and not model.trains_in_parallel:
         raise ValueError(
             f"method {config.method!r} trains in one process only; run it without torchrun"
         )
@@ -633,7 +652,7 @@ def train_simclr(
                 net, data, config, epoch, steps, optimizer, generator, scaler, amp_dtype, bar
             )
             seconds = time.perf_counter() - start
-            scores = _monitor(
+            scores = monitor_scores(
                 model, monitor if monitored(epoch, config.epochs, monitor_points) else None
             )
             views = 2 * world * config.batch_size * steps
@@ -673,25 +692,16 @@ def load_or_train(
     Returns:
         (model in eval mode on the CPU, its History).
     """
-    from simclr_teach.data import load_mnist
-
     data = load_mnist(config.data, verbose=False)
     path = Path(cache_dir or runs_dir() / "cache") / config.key(data.name) / "checkpoint.pt"
     history = None
     if path.is_file():
         history = History.from_dict(load_checkpoint(path)["history"])
     if history is None or len(history.epoch) < config.epochs:
-        seed_everything(config.seed)  # model initialisation
-        model = build_model(config)
-        val = validation_split(data.train_labels)
+        model = initial_model(config)
         monitor = None
         if knn_monitor:
-            monitor = (
-                data.train_images[~val],
-                data.train_labels[~val],
-                data.train_images[val],
-                data.train_labels[val],
-            )
+            monitor = MonitorDigits.split(data.train_images, data.train_labels)
         busy = (
             f"{path.parent} is being trained by another process (a notebook, the CLI or a "
             "sweep); wait for it to finish, then run this again to load the model"

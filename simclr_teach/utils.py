@@ -407,7 +407,8 @@ def atomic_write_csv(
     digits: int | None = None,
 ) -> Path:
     """Rows (dicts; keys outside ``columns`` ignored) to a CSV file atomically; floats rounded
-    to ``digits`` decimals if given. The committed result tables are written this way."""
+    to ``digits`` significant digits if given (a weight decay of 2.5e-05 is not written 0).
+    The committed result tables are written this way."""
     return atomic_write_text(path, csv_text(rows, columns, digits))
 
 
@@ -423,7 +424,7 @@ def csv_text(
     for row in rows:
         writer.writerow(
             {
-                k: round(v, digits) if digits is not None and isinstance(v, float) else v
+                k: float(f"{v:.{digits}g}") if digits is not None and isinstance(v, float) else v
                 for k, v in row.items()
             }
         )

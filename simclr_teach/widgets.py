@@ -21,7 +21,6 @@ from pathlib import Path
 import ipywidgets as widgets
 import matplotlib.pyplot as plt
 import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -30,13 +29,14 @@ from simclr_teach.augment import (
     OFF_VALUES,
     PARAM_RANGES,
     AugmentParams,
-    BatchAugment,
     augmentation_views,
+    mean_view_cosine,
     params_from_controls,
+    pixel_matching_top1,
 )
 from simclr_teach.evaluate import neighbour_agreement, neighbours_state
 from simclr_teach.lab import BATCH_SIZES, LAB_BASE, default_cache, lab_config, lab_run, lab_state
-from simclr_teach.loss import contrastive_accuracy, temperature_state
+from simclr_teach.loss import temperature_state
 from simclr_teach.model import preprocess
 from simclr_teach.shortcut import MAX_BITS
 from simclr_teach.train import History, TrainConfig
@@ -195,22 +195,18 @@ def _augment_controls(
 
 
 def _augmentation_state(images: Tensor, values: dict, n_views: int, batch: int) -> dict:
+    """The explorer's numbers for the controls' ``values``: the views and how alike they are."""
     params = params_from_controls(values)
     views = augmentation_views(images, values["index"], params, values["seed"], n_views)
-    unit = F.normalize(views.flatten(1), dim=1)  # (V, 784)
-    cosine = unit @ unit.T  # (V, V)
-    pairs = ~torch.eye(n_views, dtype=torch.bool)
-    generator = torch.Generator().manual_seed(values["seed"])
-    augment = BatchAugment(1.0, params)
     sample = images[:batch]
-    pixels1, pixels2 = augment(sample, generator).flatten(1), augment(sample, generator).flatten(1)
+    generator = torch.Generator().manual_seed(values["seed"])
     return {
         "params": params,
         "views": views,
         "index": values["index"],
         "seed": values["seed"],
-        "mean_cosine": cosine[pairs].mean().item() if n_views > 1 else 1.0,
-        "pixel_top1": contrastive_accuracy(pixels1, pixels2),
+        "mean_cosine": mean_view_cosine(views),
+        "pixel_top1": pixel_matching_top1(sample, params, generator),
         "batch": len(sample),
     }
 

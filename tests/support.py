@@ -31,6 +31,16 @@ def tiny_config(**overrides: Any) -> TrainConfig:
     return TrainConfig(**{**fields, **overrides})
 
 
+def small_config(**overrides: Any) -> TrainConfig:
+    """A run that learns a little and still takes a second: a 4-wide encoder, 32-pair batches,
+    2 epochs (the first warms up), for tests of the loop and the methods; ``overrides`` as above.
+    """
+    fields: dict[str, Any] = dict(
+        width=4, proj_hidden=16, proj_dim=8, epochs=2, batch_size=32, warmup_epochs=1
+    )
+    return tiny_config(**{**fields, **overrides})
+
+
 def write_fake_mnist(raw: Path, corrupt: str | None = None) -> None:
     """Write the four MNIST files, full size, into ``raw`` (made here): valid headers, random
     pixels and labels 0..9 (seeded), with the file named ``corrupt`` cut short.

@@ -16,8 +16,11 @@ from simclr_teach.augment import (
     _affine_grid,
     _blur,
     _field_std,
+    mean_view_cosine,
+    pixel_matching_top1,
     view_transform,
 )
+from simclr_teach.data import embedded_mnist
 
 EVERYTHING_ON = AugmentParams(elastic=1.5, blur=1.0)  # every transform of the family active
 
@@ -266,3 +269,20 @@ def test_bad_params_field_names_field_and_range(field, value):
 def test_disabled_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match="valid names are.*'crop'.*'erase_p'"):
         AugmentParams().disabled("flip")
+
+
+def test_mean_view_cosine_is_one_for_equal_views_and_lower_for_different_ones():
+    digit = torch.rand(1, 1, 28, 28)
+    assert mean_view_cosine(digit.repeat(4, 1, 1, 1)) == pytest.approx(1.0)
+    assert mean_view_cosine(digit) == 1.0  # one view: no pair
+    g = torch.Generator().manual_seed(0)
+    views = BatchAugment(1.0, EVERYTHING_ON)(digit.repeat(6, 1, 1, 1), g)
+    assert 0.0 < mean_view_cosine(views) < 1.0
+
+
+def test_pixel_matching_solves_the_task_for_identical_views_and_less_for_strong_ones():
+    images = embedded_mnist().train_images[:128]
+    g = torch.Generator().manual_seed(0)
+    assert pixel_matching_top1(images, AugmentParams(), g, strength=0.0) == 1.0  # identity
+    strong = pixel_matching_top1(images, EVERYTHING_ON, g, strength=1.5)
+    assert 1 / 255 < strong < 1.0  # above chance, below the identity

@@ -66,6 +66,9 @@ def test_new_run_folder_is_created(tmp_path):
 
 def test_atomic_write_csv_keeps_the_columns_and_rounds(tmp_path):
     path = atomic_write_csv(
-        tmp_path / "t.csv", [{"a": 0.123456, "b": "x", "extra": 1}], ["a", "b"], digits=3
+        tmp_path / "t.csv",
+        [{"a": 0.123456, "b": "x", "extra": 1}, {"a": 2.5e-05, "b": "y"}],
+        ["a", "b"],
+        digits=3,
     )
-    assert path.read_text() == "a,b\n0.123,x\n"
+    assert path.read_text() == "a,b\n0.123,x\n2.5e-05,y\n"  # significant digits: not 0.0

@@ -58,10 +58,10 @@ def fake_row(i: int) -> dict:
 def fake_study(count: int, then: BaseException | None = None):
     """A few_label_study that reports ``count`` rows at once, then raises ``then`` if given."""
 
-    def study(*args, progress, **kwargs):
+    def study(*args, on_row, **kwargs):
         rows = [fake_row(i) for i in range(count)]
         for row in rows:
-            progress(row)
+            on_row(row)
         if then is not None:
             raise then
         return rows
@@ -215,10 +215,10 @@ def lab_run(*args, **kwargs):
     return real_lab_run(*args, **kwargs)
 
 
-def few_label_study(*args, progress, **kwargs):
+def few_label_study(*args, on_row, **kwargs):
     row = {"per_class": 1, "seed": 0, "method": "kNN on h", "choice": hold,
            "test_accuracy": 0.5}
-    progress(row)
+    on_row(row)
     wait_if_held()
     return [row]
 

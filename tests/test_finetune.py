@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,8 @@ from simclr_teach.finetune import (
 from simclr_teach.model import build_simclr, preprocess
 from simclr_teach.protocol import (
     CLASSIFIER_START,
+    EXTEND_BEYOND,
+    EXTENSIONS,
     FEW_LABEL_COLUMNS,
     FEW_LABEL_METHODS,
     FINETUNE_STYLES,
@@ -168,10 +172,11 @@ def test_the_chosen_schedule_lies_inside_the_range_tried(monkeypatch, peak, chos
     score = lambda r: 0.5 + 0.1 * min(r["steps"], peak) / peak - 1e-6 * max(r["steps"] - peak, 0)  # noqa: E731
     monkeypatch.setattr(finetune, "train_classifier", fake_classifier(score, calls))
     images, labels = two_classes()
-    recipe, fit, candidates = tune_classifier(images, labels, images, labels, search=())
+    recipe, fit, candidates, ends = tune_classifier(images, labels, images, labels, search=())
     assert recipe["steps"] == chosen == fit.best_step
     assert max(r["steps"] for r in calls) == longest
     assert candidates == len(calls)  # each recipe trained once: the start is not retrained
+    assert ends == (["steps"] if chosen == longest else [])
 
 
 def test_the_search_moves_a_coordinate_only_for_a_strictly_better_score(monkeypatch):
@@ -185,18 +190,48 @@ def test_the_search_moves_a_coordinate_only_for_a_strictly_better_score(monkeypa
     monkeypatch.setattr(finetune, "train_classifier", fake_classifier(score, calls))
     images, labels = two_classes()
     search = (("strength", (0.5, 1.0, 1.5)), ("lr", (5e-4, 2e-3, 8e-3)))
-    recipe, _, n = tune_classifier(
+    recipe, _, n, _ = tune_classifier(
         images, labels, images, labels, search=search, step_grid=(500, 1000)
     )
     assert recipe == {**CLASSIFIER_START, "lr": 8e-3}  # strength tied: the start's kept
-    assert "encoder_lr_scale" not in recipe and n == 6  # start, 2 strengths, 2 lrs, 1000 steps
+    # start, 2 strengths, 2 lrs, 4 * 8e-3 (8e-3 won at the top of its range), 1000 steps
+    assert "encoder_lr_scale" not in recipe and n == 7
     calls.clear()
-    recipe, _, n = tune_classifier(
+    recipe, _, n, _ = tune_classifier(
         images, labels, images, labels, build_simclr("conv", width=4).encoder,
         search=search, step_grid=(500, 1000),
     )  # fmt: skip
     assert recipe["encoder_lr_scale"] == 0.1 and recipe["probe_first"] is True
-    assert n == 6 + len(FINETUNE_STYLES) - 1
+    assert n == 7 + len(FINETUNE_STYLES) - 1
+
+
+@pytest.mark.parametrize(
+    "best_lr, chosen, tried, ends",
+    [
+        (3e-2, 3.2e-2, [5e-4, 2e-3, 8e-3, 3.2e-2, 1.28e-1], []),  # one step beyond the top
+        (1.0, 5.12e-1, [5e-4, 2e-3, 8e-3, 3.2e-2, 1.28e-1, 5.12e-1, 2.048], []),  # three up
+        (1e6, 8e-3 * 4**6, [5e-4, 2e-3, 8e-3] + [8e-3 * 4**k for k in range(1, 7)], ["lr"]),
+        (1e-4, 1.25e-4, [3.125e-5, 1.25e-4, 5e-4, 2e-3, 8e-3], []),  # below the bottom
+        (2e-3, 2e-3, [5e-4, 2e-3, 8e-3], []),  # inside: nothing more is tried
+    ],
+)
+def test_a_learning_rate_at_an_end_of_its_range_is_tried_beyond_it(
+    monkeypatch, best_lr, chosen, tried, ends
+):
+    """Validation accuracy peaks at ``best_lr`` (log scale): the search steps past a winning end
+    by EXTEND_BEYOND's factor until the choice lies inside, at most EXTENSIONS times."""
+    calls = []
+    score = lambda r: 0.9 - abs(math.log(r["lr"] / best_lr)) / 100  # noqa: E731
+    monkeypatch.setattr(finetune, "train_classifier", fake_classifier(score, calls))
+    images, labels = two_classes()
+    search = (("lr", (5e-4, 2e-3, 8e-3)),)
+    recipe, _, _, range_ends = tune_classifier(
+        images, labels, images, labels, search=search, step_grid=(500,), max_steps=500
+    )
+    assert recipe["lr"] == pytest.approx(chosen)
+    assert sorted({r["lr"] for r in calls}) == pytest.approx(tried)
+    assert range_ends == ends
+    assert EXTEND_BEYOND["lr"] == 4.0 and EXTENSIONS == 6  # the last case reaches the limit
 
 
 def test_few_label_study_rows_choose_on_validation(tmp_path):

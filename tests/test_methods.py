@@ -12,16 +12,24 @@ from torch import nn
 from simclr_teach import distributed
 from simclr_teach import methods as methods_module
 from simclr_teach.data import REPO_ROOT, embedded_mnist
-from simclr_teach.evaluate import embed
+from simclr_teach.evaluate import embed, score_h_and_z
 from simclr_teach.lab import LAB_BASE
 from simclr_teach.loss import nt_xent
 from simclr_teach.methods import (
+    BYOL,
+    METHODS,
+    BarlowTwins,
     KeyQueue,
     MoCo,
+    PositivesOnly,
     SimSiam,
+    barlow_twins_loss,
+    cross_correlation,
     effective_rank,
     momentum_update,
     negative_cosine,
+    normalized_mse,
+    normalized_std,
     positives_only_loss,
     singular_spectrum,
 )
@@ -35,9 +43,9 @@ from simclr_teach.train import (
     validation_split,
 )
 from simclr_teach.utils import seed_everything
-from tests.support import tiny_config
+from tests.support import small_config
 
-TINY = tiny_config(width=4, proj_hidden=16, proj_dim=8, epochs=2, batch_size=32, warmup_epochs=1)
+TINY = small_config()
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +260,7 @@ def test_moco_loss_is_infonce_against_the_queue_and_trains_the_online_network_on
     x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
     queue = model.queue.keys.clone()
     key_network = copy.deepcopy(model.key_network)  # the same batch statistics, in train mode
-    loss, z1, z2 = model.loss(x1, x2, 0.2)
+    loss, z1, z2 = model(x1, x2, temperature=0.2)  # the training step's call
     q = F.normalize(torch.cat([z1, z2]).detach(), dim=1)
     k = F.normalize(key_network(torch.cat([x2, x1]))[1], dim=1)
     logits = torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], dim=1) / 0.2  # (8, 1 + 64)
@@ -266,17 +274,20 @@ def test_moco_loss_is_infonce_against_the_queue_and_trains_the_online_network_on
     assert torch.equal(model.queue.keys[8:], queue[8:])
 
 
-def test_moco_after_step_moves_the_key_network_by_momentum():
-    model = moco(momentum=0.75)
+def assert_after_step_moves_by_momentum(model: nn.Module, target: nn.Module, m: float) -> None:
+    """After the online network moves, ``model.after_step()`` moves ``target`` by momentum m."""
     with torch.no_grad():
         for p in model.online.parameters():
             p.add_(1.0)
-    before = copy.deepcopy(model.key_network)
+    before = copy.deepcopy(target)
     model.after_step()
-    pairs = zip(
-        model.key_network.parameters(), before.parameters(), model.online.parameters(), strict=True
-    )
-    assert all(torch.allclose(k, 0.75 * b + 0.25 * o) for k, b, o in pairs)
+    pairs = zip(target.parameters(), before.parameters(), model.online.parameters(), strict=True)
+    assert all(torch.allclose(t, m * b + (1 - m) * o) for t, b, o in pairs)
+
+
+def test_moco_after_step_moves_the_key_network_by_momentum():
+    model = moco(momentum=0.75)
+    assert_after_step_moves_by_momentum(model, model.key_network, 0.75)
 
 
 def test_moco_run_trains_resumes_and_reloads_with_its_queue(images, tmp_path):
@@ -329,7 +340,7 @@ def test_simsiam_loss_reaches_the_encoder_only_through_the_predictor_side():
     seed_everything(0)
     model = SimSiam(build_simclr("conv", 4, 16, 8)).train()
     x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
-    loss, z1, z2 = model.loss(x1, x2, 0.5)
+    loss, z1, z2 = model(x1, x2, temperature=0.5)
     assert -1.0 <= loss.item() <= 1.0 and z1.shape == z2.shape == (4, 8)
     h, z = model(torch.cat([x1, x2]))
     p = model.predictor(z)
@@ -387,14 +398,170 @@ def test_rotated_digits_turn_each_digit_by_its_label():
     assert torch.allclose(x[2, 0], torch.rot90(upright[2], -1), atol=1e-6)
 
 
-def test_readout_scores_h_and_z_on_training_digits_only():
+def test_score_h_and_z_reads_training_digits_only():
     data = embedded_mnist()
     keep = torch.arange(600)
     images, labels = data.train_images[keep], data.train_labels[keep]
     val = validation_split(labels, per_class=10)
     seed_everything(0)
     model = build_simclr("conv", 4, 16, 8, head="none").eval()
-    scores = methods_module.readout(model, images, labels, val)
+    scores = score_h_and_z(model, images, labels, val)
     assert list(scores) == ["kNN h", "kNN z", "probe h", "probe z"]
     assert scores["kNN h"] == scores["kNN z"] and scores["probe h"] == scores["probe z"]  # z = h
     assert all(0.1 < v <= 1 for v in scores.values())
+
+
+# --- the interface every method's model has: the loop knows none of them ----------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_computes_its_own_loss_from_two_views(method):
+    seed_everything(0)
+    model = build_model(replace(TINY, method=method, queue_size=64)).train()
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    h, z = model(x1)  # evaluation: (h, z)
+    assert h.shape == (4, 16) and z.shape == (4, 8)
+    loss, z1, z2 = model(x1, x2, temperature=0.5)  # training: the step's loss
+    assert loss.dim() == 0 and z1.shape == z2.shape == (4, 8)
+    loss.backward()
+    model.after_step()
+    assert isinstance(model.trains_in_parallel, bool)
+
+
+def test_the_simclr_model_trains_on_nt_xent_and_positives_only_on_its_numerator():
+    seed_everything(0)
+    simclr = build_simclr("conv", 4, 16, 8)
+    positives = PositivesOnly(simclr.encoder, simclr.head)
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    loss, z1, z2 = simclr(x1, x2, temperature=0.5)
+    _, z = simclr(torch.cat([x1, x2]))
+    assert torch.equal(torch.cat([z1, z2]), z)
+    assert loss.item() == pytest.approx(nt_xent(z[:4], z[4:], 0.5).item())
+    assert positives(x1, x2, temperature=0.5)[0].item() == pytest.approx(
+        positives_only_loss(z[:4], z[4:], 0.5).item()
+    )
+    assert list(positives.state_dict()) == list(simclr.state_dict())  # cached runs still load
+
+
+class Barlowish(nn.Module):
+    """A method the loop has never heard of: z1 and z2 pulled together, a post-step counter."""
+
+    trains_in_parallel = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = build_simclr("conv", 4, 16, 8)
+        self.steps = 0
+
+    def forward(self, x1, x2=None, temperature=0.5):
+        if x2 is None:
+            return self.inner(x1)
+        _, z = self.inner(torch.cat([x1, x2]))
+        z1, z2 = z[: len(x1)], z[len(x1) :]
+        return (z1 - z2).pow(2).mean(), z1, z2
+
+    def after_step(self):
+        self.steps += 1
+
+
+def test_a_new_method_trains_in_the_loop_without_changing_it(images):
+    seed_everything(0)
+    model = Barlowish()
+    history = train_simclr(model, images, TINY, progress=False)
+    steps = len(images) // TINY.batch_size
+    assert model.steps == TINY.epochs * steps  # after_step after every optimizer step
+    assert len(history.loss) == TINY.epochs and all(v >= 0 for v in history.loss)
+
+
+# --- BYOL and Barlow Twins: no negatives, two other ways to avoid collapse ---------------------
+
+
+def test_normalized_mse_is_two_minus_twice_the_cosine():
+    g = torch.Generator().manual_seed(3)
+    p, z = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    by_hand = ((F.normalize(p, dim=1) - F.normalize(z, dim=1)) ** 2).sum(dim=1).mean()
+    assert normalized_mse(p, z).item() == pytest.approx(by_hand.item(), rel=1e-6)
+    assert normalized_mse(p, p).item() == pytest.approx(0.0, abs=1e-6)
+    assert normalized_mse(p, -p).item() == pytest.approx(4.0)
+
+
+def test_byol_predicts_the_target_of_the_other_view_and_moves_the_target_by_momentum():
+    seed_everything(0)
+    model = BYOL(build_simclr("conv", 4, 16, 8), momentum=0.75).train()
+    x1, x2 = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    target = copy.deepcopy(model.target)  # the same batch statistics, in train mode
+    loss, z1, z2 = model(x1, x2, temperature=0.5)
+    p = model.predictor(torch.cat([z1, z2]))
+    expected = normalized_mse(p, target(torch.cat([x2, x1]))[1])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert all(q.grad is None for q in model.target.parameters())  # the target: no gradient
+    assert all(q.grad is not None for q in model.predictor.parameters())
+    assert_after_step_moves_by_momentum(model, model.target, 0.75)
+
+
+def barlow_twins_by_loops(z1, z2, weight):
+    """Zbontar et al. (2021), eq. 1 and 2, one entry at a time."""
+    n, d = z1.shape
+    a = (z1 - z1.mean(0)) / z1.std(0, unbiased=False)
+    b = (z2 - z2.mean(0)) / z2.std(0, unbiased=False)
+    total = 0.0
+    for i in range(d):
+        for j in range(d):
+            c = sum(a[k, i] * b[k, j] for k in range(n)) / n
+            total += (1 - c) ** 2 if i == j else weight * c**2
+    return total
+
+
+@pytest.mark.parametrize("n, d, weight", [(8, 3, 5e-3), (16, 5, 0.5), (4, 2, 0.0)])
+def test_barlow_twins_loss_is_the_papers_formula(n, d, weight):
+    g = torch.Generator().manual_seed(n + d)
+    z1, z2 = torch.randn(n, d, generator=g), torch.randn(n, d, generator=g)
+    expected = barlow_twins_by_loops(z1.double(), z2.double(), weight)
+    assert barlow_twins_loss(z1, z2, weight).item() == pytest.approx(float(expected), rel=1e-3)
+
+
+def test_barlow_twins_punishes_a_collapsed_z_and_not_decorrelated_agreeing_views():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(512, 4, generator=g)
+    z = torch.linalg.qr(z - z.mean(0))[0] * 512**0.5  # orthogonal columns: decorrelated dims
+    assert barlow_twins_loss(z, z, 1.0).item() == pytest.approx(0.0, abs=1e-2)
+    one_direction = torch.randn(512, 1, generator=g).repeat(1, 4)  # every dimension the same
+    assert barlow_twins_loss(one_direction, one_direction, 1.0).item() == pytest.approx(
+        12.0, rel=1e-3
+    )
+    with pytest.raises(ValueError, match="N >= 2"):
+        cross_correlation(z[:1], z[:1])
+    with pytest.raises(ValueError, match="redundancy_weight"):
+        barlow_twins_loss(z, z, -1.0)
+
+
+def test_barlow_twins_matches_lightly():
+    loss = pytest.importorskip("lightly.loss", reason="lightly: make bench installs it")
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g)
+    theirs = loss.BarlowTwinsLoss(lambda_param=5e-3, gather_distributed=False)(z1, z2)
+    assert barlow_twins_loss(z1, z2, 5e-3).item() == pytest.approx(theirs.item(), rel=1e-3)
+
+
+def test_byol_and_barlow_twins_runs_train_and_reload(images, tmp_path):
+    for method, kind in (("byol", BYOL), ("barlow_twins", BarlowTwins)):
+        path = tmp_path / method / "checkpoint.pt"
+        config = replace(TINY, method=method, redundancy_weight=0.02)
+        model, history = train(images, config, checkpoint_path=path)
+        assert isinstance(model, kind) and all(torch.isfinite(torch.tensor(history.loss)))
+        reloaded = load_model(path)
+        assert torch.equal(embed(reloaded, images[:5]), embed(model, images[:5]))
+    assert isinstance(load_model(tmp_path / "barlow_twins" / "checkpoint.pt"), BarlowTwins)
+    assert load_model(tmp_path / "barlow_twins" / "checkpoint.pt").redundancy_weight == 0.02
+
+
+def test_normalized_std_is_zero_for_one_point_and_about_one_over_root_d_when_spread():
+    g = torch.Generator().manual_seed(0)
+    assert normalized_std(torch.ones(100, 16) * 3) == pytest.approx(0.0, abs=1e-6)
+    spread = normalized_std(torch.randn(20000, 16, generator=g))
+    assert spread == pytest.approx(16**-0.5, rel=0.02)
+    narrow = torch.ones(100, 16) + 0.01 * torch.randn(100, 16, generator=g)  # near one point
+    assert 0 < normalized_std(narrow) < 0.01 < spread
+    with pytest.raises(ValueError, match="M >= 2"):
+        normalized_std(torch.ones(1, 4))

@@ -29,6 +29,9 @@ ALLOWED: dict[str, dict[str, str]] = {
     },
     "08": {
         "9": "a digit's class, not a count: 'is this a 6 or an upside-down 9?'",
+        "0.999": "MoCo's momentum in the paper (He et al., 2020, sec. 3.2)",
+        "65,536": "MoCo's queue in the paper, K = 65,536 (He et al., 2020)",
+        "100": "SimSiam's Table 4 compares methods at 100 ImageNet epochs (Chen & He, 2021)",
     },
     "07": {
         "0.3": "the paper's linear rule, LearningRate = 0.3 x BatchSize / 256 (appendix B.1)",

@@ -75,3 +75,55 @@ else:
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+MAX_FUNCTION_LINES = 60  # a function a reader follows on one screen
+LONG_BY_NATURE = {"cli._parser"}  # one add_argument after another: a table, not a procedure
+
+
+def code_lines(function: ast.FunctionDef, source: list[str]) -> int:
+    """Lines of a function's body that hold code: its docstring, blanks and comments left out."""
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    if not body:
+        return 0
+    lines = source[body[0].lineno - 1 : body[-1].end_lineno]
+    return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def test_no_function_is_longer_than_a_screen():
+    long = {}
+    for name in MODULES:
+        source = (PACKAGE / f"{name}.py").read_text(encoding="utf-8")
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                where = f"{name}.{node.name}"
+                n = code_lines(node, source.splitlines())
+                if n > MAX_FUNCTION_LINES and where not in LONG_BY_NATURE:
+                    long[where] = n
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines of code: {long}"
+
+
+def test_the_line_count_leaves_out_docstrings_and_comments():
+    source = 'def f():\n    """Doc.\n\n    More."""\n    # a comment\n    x = 1\n\n    return x\n'
+    (function,) = ast.parse(source).body
+    assert code_lines(function, source.splitlines()) == 2
+
+
+def test_imports_sit_at_the_top_of_every_module_but_the_command_line():
+    """Only cli.py imports lazily (its docstring says why); elsewhere a module's dependencies
+    are read in its first lines."""
+    inside = []
+    for name in MODULES:
+        if name == "cli":
+            continue
+        tree = ast.parse((PACKAGE / f"{name}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                for inner in ast.walk(node):
+                    if isinstance(inner, ast.ImportFrom) and (inner.module or "").startswith(
+                        "simclr_teach"
+                    ):
+                        inside.append(f"{name}.{node.name}: {inner.module}")
+    assert not inside, f"package imports inside functions: {sorted(set(inside))}"

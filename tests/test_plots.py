@@ -85,6 +85,23 @@ def test_training_curves_from_object_and_dict():
     assert len(fig.axes[2].lines) == 0
 
 
+def test_collapse_curves_start_at_epoch_0_with_reference_lines():
+    run = {"epoch": [1, 2], "knn": [0.8, 0.9], "rank_z": [5.0, 9.0], "std_z": [0.05, 0.1]}
+    run["uniformity"] = [-1.0, -2.0]
+    fig = plots.collapse_curves(
+        {"a": run, "b": run},
+        references={"1/sqrt(D)": {"std_z": 0.125}, "chance": {"knn": 0.1}},
+        starts={"a": {"knn": 0.7, "rank_z": 1.5, "std_z": 0.002, "uniformity": -0.001}},
+    )
+    check(fig, 4)
+    assert list(fig.axes[2].lines[0].get_xdata()) == [0, 1, 2]  # "a" from its start
+    assert list(fig.axes[2].lines[0].get_ydata()) == [0.002, 0.05, 0.1]
+    assert list(fig.axes[2].lines[1].get_xdata()) == [1, 2]  # "b" has no start
+    assert fig.axes[2].get_legend().get_texts()[0].get_text() == "1/sqrt(D)"
+    with pytest.raises(ValueError, match="no std_z per epoch.*delete its runs/cache folder"):
+        plots.collapse_curves({"old": {**run, "std_z": [None, None]}})
+
+
 def test_training_curves_errors():
     with pytest.raises(ValueError, match="no epochs"):
         plots.training_curves({"epoch": [], "loss": [], "top1": [], "lr": [], "knn": []})

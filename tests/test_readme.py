@@ -78,25 +78,72 @@ def _figures(text: str) -> list[str]:
     return re.findall(r"\d[\d,]*(?:\.\d+)?", text)
 
 
+def assert_figures_written(text: str, source: Path, skip_small: bool = True) -> None:
+    """Each number of ``text`` is a figure of ``source`` (to the digits ``text`` shows, or as a
+    percentage of a fraction there). Small whole numbers are left out with ``skip_small``: any
+    of them would be found somewhere in a long results file."""
+    written = [Decimal(x.replace(",", "")) for x in _figures(source.read_text())]
+    for figure in _figures(text):
+        if skip_small and "." not in figure and len(figure) < 3:  # 21x, 4 GiB: too common
+            continue
+        value = Decimal(figure.replace(",", ""))
+        step = Decimal(1).scaleb(value.as_tuple().exponent)  # README's last digit
+        shown = {w.quantize(step, ROUND_HALF_UP) for w in written}
+        shown |= {(100 * w).quantize(step, ROUND_HALF_UP) for w in written}
+        assert value in shown, f"README's {figure!r} ({text[:60]}...) is not in {source.name}"
+
+
+def readme_paragraph(starts_with: str) -> str:
+    """The one paragraph (or list item) of README that begins with ``starts_with``."""
+    blocks = [b.strip() for b in re.split(r"\n\s*\n|\n(?=- )", README)]
+    found = [b for b in blocks if b.lstrip("- ").startswith(starts_with)]
+    assert len(found) == 1, f"{len(found)} README paragraphs begin with {starts_with!r}"
+    return found[0]
+
+
 def test_every_figure_of_the_benchmark_table_is_in_the_results_summary():
     """Each number in the result column of README's benchmark table is a figure that `make
-    bench` wrote into benchmarks/results/summary.md (to the digits README shows, or as a
-    percentage of a fraction there), so a table that drifts from its source fails here. Small
-    whole numbers are left out: any of them would be found somewhere in the summary."""
-    summary = (ROOT / "benchmarks/results/summary.md").read_text()
-    written = [Decimal(x.replace(",", "")) for x in _figures(summary)]
+    bench` wrote into benchmarks/results/summary.md, so a table that drifts fails here."""
+    summary = ROOT / "benchmarks/results/summary.md"
     table = next(b for b in README.split("## Benchmarks")[1].split("\n\n") if b.startswith("| "))
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     assert len(rows) >= 8, "README's benchmark table moved: update this test"
     for row in rows[1:]:  # the header row names the columns
-        result = row.split(" | ")[1]
-        for figure in _figures(result):
-            if "." not in figure and len(figure) < 3:  # 21x, 4 GiB: too common to place
-                continue
-            value = Decimal(figure.replace(",", ""))
-            step = Decimal(1).scaleb(value.as_tuple().exponent)  # README's last digit
-            shown = {w.quantize(step, ROUND_HALF_UP) for w in written}
-            shown |= {(100 * w).quantize(step, ROUND_HALF_UP) for w in written}
-            assert value in shown, (
-                f"README's {figure!r} ({result[:60]}...) is not in benchmarks/results/summary.md"
-            )
+        assert_figures_written(row.split(" | ")[1], summary)
+
+
+def test_the_peer_paragraph_quotes_the_results_summary():
+    text = readme_paragraph("lightly's example (resnet18")
+    text = re.sub(r"^lightly's example \([^)]*\)", "", text)  # its settings, not measured
+    assert_figures_written(
+        text.split("`python -m benchmarks")[0], ROOT / "benchmarks/results/summary.md"
+    )
+
+
+def test_the_lab_sweeps_minutes_are_its_rows_seconds():
+    sweep = pd.read_csv(ROOT / "notebooks/results/lab_sweep.csv")
+    quoted = re.search(r"notebook 06\): ~(\d+) min of training", README).group(1)
+    assert int(quoted) == round(sweep.train_seconds.sum() / 60)
+
+
+def test_the_method_studys_runs_and_minutes_are_its_note():
+    note = (ROOT / "notebooks/results/methods.txt").read_text()
+    minutes = float(re.search(r"minutes of this call[^:]*: ([\d.]+)", note).group(1))
+    runs = int(re.search(r"runs: (\d+)", note).group(1))
+    quoted = re.search(r"methods on equal terms: (\d+) lab runs, ~(\d+) min", README).groups()
+    assert quoted == (str(runs), str(round(minutes)))
+
+
+def test_the_sentence_under_the_evaluation_table_is_its_arithmetic():
+    block = README.split("features               dim")[1].split("```")[0]
+    row = {
+        line[:23].strip(): line[23:].split()
+        for line in block.splitlines()[2:]
+        if line[:1].isalpha() and "chosen" not in line
+    }
+    knn = float(row["SimCLR h"][5]) - float(row["raw pixels"][5])  # dim, knn@1..200, knn, linear
+    probe = float(row["SimCLR h"][6]) - float(row["raw pixels"][6])
+    quoted = re.search(
+        r"under kNN \(([\d.]+) points\) and under a linear probe \(([\d.]+) points\)", README
+    )
+    assert quoted.groups() == (f"{knn:.1f}", f"{probe:.1f}")

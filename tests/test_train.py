@@ -1,5 +1,7 @@
 """The training loop: exact repeats, checkpoints, resuming and the run cache."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -8,23 +10,24 @@ from simclr_teach import checkpoint as ckpt
 from simclr_teach import train as train_module
 from simclr_teach.augment import BatchAugment
 from simclr_teach.checkpoint import load_checkpoint, save_checkpoint
-from simclr_teach.data import embedded_mnist
+from simclr_teach.data import REPO_ROOT, embedded_mnist
 from simclr_teach.loss import nt_xent
-from simclr_teach.model import preprocess
+from simclr_teach.methods import PositivesOnly
+from simclr_teach.model import SimCLR, preprocess
+from simclr_teach.schedule import lr_at
 from simclr_teach.train import (
     History,
     TrainConfig,
     build_model,
     load_model,
     load_or_train,
-    lr_at,
     make_optimizer,
     train_simclr,
 )
 from simclr_teach.utils import seed_everything
-from tests.support import interrupt_after, tiny_config
+from tests.support import interrupt_after, small_config
 
-TINY = tiny_config(width=4, proj_hidden=16, proj_dim=8, epochs=3, batch_size=32, warmup_epochs=1)
+TINY = small_config(epochs=3)
 
 
 @pytest.fixture(scope="module")
@@ -54,34 +57,30 @@ def test_seeded_run_is_bit_identical(images):
     assert len(h1.epoch) == 3 and all(torch.isfinite(torch.tensor(h1.loss)))
 
 
-def train_by_hand(model, images, config, epochs):
-    """Notebook 04's hand-written loop (float32, one process), copied verbatim."""
-    generator = torch.Generator().manual_seed(config.seed)  # shuffling + views
-    optimizer = make_optimizer(model, config)  # AdamW, no decay on BN and biases
-    augment = BatchAugment(config.strength, config.augment)
-    data = preprocess(images)  # (M, 1, 28, 28) in [0, 1]
-    n = config.batch_size
-    steps = len(data) // n  # short last batch dropped
-    losses = []
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(data), generator=generator)
-        for i in range(steps):
-            lr = lr_at(epoch * steps + i, epochs * steps, config.warmup_epochs * steps, config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            x = data[order[i * n : (i + 1) * n]]  # N digits
-            x1, x2 = augment(x, generator), augment(x, generator)  # two views each
-            _, z = model(torch.cat([x1, x2]))  # (2N, D_z) in one pass
-            loss = nt_xent(z[:n], z[n:], config.temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-    return losses
+NOTEBOOK_04 = REPO_ROOT / "notebooks" / "04_training_on_mnist.ipynb"
+LOOP_MARKER = "# the hand-written training loop"
 
 
-def test_train_simclr_is_the_hand_written_loop_of_notebook_04(images):
+@pytest.fixture(scope="module")
+def train_by_hand():
+    """``train_by_hand`` as notebook 04 defines it: its cell run with the notebook's imports."""
+    cells = json.loads(NOTEBOOK_04.read_text(encoding="utf-8"))["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    found = [source for source in sources if source.startswith(LOOP_MARKER)]
+    assert len(found) == 1, f"expected one cell of 04 starting with {LOOP_MARKER!r}"
+    namespace = {
+        "torch": torch,
+        "BatchAugment": BatchAugment,
+        "lr_at": lr_at,
+        "make_optimizer": make_optimizer,
+        "nt_xent": nt_xent,
+        "preprocess": preprocess,
+    }
+    exec(compile(found[0], f"{NOTEBOOK_04.name}: hand-written loop", "exec"), namespace)
+    return namespace["train_by_hand"]
+
+
+def test_train_simclr_is_the_hand_written_loop_of_notebook_04(images, train_by_hand):
     """04 asserts this for one epoch; two epochs also cross the warm-up and the reshuffle."""
     config = TrainConfig(**{**TINY.__dict__, "epochs": 2, "amp": False})
     by_hand = fresh_model(config)
@@ -292,22 +291,26 @@ def test_batch_larger_than_the_data_is_an_error(images):
         run(images, TrainConfig(**{**TINY.__dict__, "batch_size": 200}))
 
 
-def test_non_finite_output_stops_with_a_clear_error(images):
+@pytest.mark.parametrize("model_class", [SimCLR, PositivesOnly])
+def test_non_finite_output_stops_with_a_clear_error(images, model_class):
+    """NT-Xent refuses NaN projections itself; a loss that does not is checked after it."""
+
     class Broken(nn.Module):
+        out_dim = 8
+
         def __init__(self):
             super().__init__()
             self.w = nn.Parameter(torch.ones(1))
 
         def forward(self, x):
-            z = x.flatten(1)[:, :8] * self.w * float("nan")
-            return z, z
+            return x.flatten(1)[:, :8] * self.w * float("nan")
 
     with pytest.raises(
         FloatingPointError,
         match=r"diverged: .* NaN or inf at epoch 1, step 1; "
         r"lower the learning rate \(lr=",
     ):
-        train_simclr(Broken(), images, TINY, progress=False)
+        train_simclr(model_class(Broken(), nn.Identity()), images, TINY, progress=False)
 
 
 def test_load_or_train_reuses_the_cached_run(tmp_path, monkeypatch):
@@ -323,6 +326,40 @@ def test_load_or_train_reuses_the_cached_run(tmp_path, monkeypatch):
     again, again_history = load_or_train(config, cache_dir=tmp_path, progress=False)
     assert_same_weights(model, again)
     assert again_history == history
+
+
+def test_numpy_numbers_become_python_numbers_the_checkpoint_can_hold():
+    import numpy as np
+
+    config = TrainConfig(lr=np.float64(0.006), seed=np.int64(1), temperature=np.float32(0.25))
+    assert (type(config.lr), type(config.seed), type(config.temperature)) == (float, int, float)
+    assert config.key("embedded-5k") == TrainConfig(lr=0.006, seed=1, temperature=0.25).key(
+        "embedded-5k"
+    )
+
+
+def test_initial_model_is_where_load_or_train_starts(tmp_path, monkeypatch):
+    """08 scores ``initial_model`` as a run's epoch 0: it must be the model the run trains."""
+    config = TrainConfig(**{**TINY.__dict__, "epochs": 1, "batch_size": 256})
+    started = []
+    real = train_module.train_simclr
+
+    def recording(model, *args, **kwargs):
+        started.append({k: v.clone() for k, v in model.state_dict().items()})
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_simclr", recording)
+    _, history = load_or_train(config, cache_dir=tmp_path, progress=False)
+    start = train_module.initial_model(config).state_dict()
+    assert len(started) == 1 and started[0].keys() == start.keys()
+    assert all(torch.equal(started[0][k], start[k]) for k in start)
+    other = train_module.initial_model(replace_seed(config, 1)).state_dict()
+    assert not torch.equal(other["encoder.net.1.0.weight"], start["encoder.net.1.0.weight"])
+    assert history.std_z[0] is not None and 0.0 <= history.std_z[0] <= 1.0
+
+
+def replace_seed(config: TrainConfig, seed: int) -> TrainConfig:
+    return TrainConfig(**{**config.__dict__, "seed": seed})
 
 
 def test_load_or_train_refuses_a_folder_another_process_trains(tmp_path, monkeypatch):
@@ -385,13 +422,13 @@ def test_monitor_scores_first_last_and_every_few_epochs():
 
 def test_unmonitored_epochs_are_none_and_cost_no_embedding(images, monkeypatch):
     calls = []
-    real = train_module._monitor
+    real = train_module.monitor_scores
 
     def counting(model, monitor):
         calls.append(monitor is not None)
         return real(model, monitor)
 
-    monkeypatch.setattr(train_module, "_monitor", counting)
+    monkeypatch.setattr(train_module, "monitor_scores", counting)
     monitor = (images[:64], torch.arange(64) % 10, images[64:], torch.arange(32) % 10)
     _, history = run(images, monitor=monitor, monitor_points=1)  # 3 epochs: the first, the last
     assert calls == [True, False, True]
