@@ -287,6 +287,55 @@ class MoCo(nn.Module):
             self._new_keys = None
 
 
+@torch.no_grad()
+def moco_batch_leak(
+    moco: MoCo, x1: Tensor, x2: Tensor, other1: Tensor, other2: Tensor
+) -> tuple[float, float]:
+    """How much MoCo's contrastive top-1 rests on BatchNorm's batch statistics (He et al.,
+    2020, sec. 3.3, "shuffling BN").
+
+    In training (one process) the queries of a batch and their positive keys are computed on
+    the same 2N views, so they share BatchNorm's batch statistics, while every queued negative
+    was computed on an older batch: the positive can be found by that signature. This scores
+    the top-1 of the positive among it and the queue's keys (chance: 1 / (K + 1)) twice, the
+    networks in train mode as in training (on copies: running statistics untouched): with the
+    keys computed as in training, and with each key computed in a batch half of whose views
+    are other digits' (``other1``, ``other2``), as shuffling BN does across GPUs.
+
+    Args:
+        moco: a trained ``MoCo``.
+        x1, x2: (N, 1, 28, 28) two views of N digits, N >= 2.
+        other1, other2: (N, 1, 28, 28) two views of N other digits.
+
+    Returns:
+        (top-1 with the keys' statistics shared with the queries, top-1 with them shuffled).
+    """
+    n = len(x1)
+    if n < 2 or not x1.shape == x2.shape == other1.shape == other2.shape:
+        raise ValueError(
+            f"need four (N, 1, 28, 28) batches with N >= 2, got {tuple(x1.shape)}, "
+            f"{tuple(x2.shape)}, {tuple(other1.shape)}, {tuple(other2.shape)}"
+        )
+    online = copy.deepcopy(moco.online).train()
+    key_network = copy.deepcopy(moco.key_network).train()
+    _, z = online(torch.cat([x1, x2]))
+    q = F.normalize(z.float(), dim=1)  # (2N, D): the queries, as in training
+
+    def top1(k: Tensor) -> float:  # k: (2N, D) keys, row i the positive of query i
+        k = F.normalize(k.float(), dim=1)
+        logits = torch.cat([(q * k).sum(dim=1, keepdim=True), q @ moco.queue.keys.T], dim=1)
+        return (logits.argmax(dim=1) == 0).float().mean().item()
+
+    _, shared = key_network(torch.cat([x2, x1]))  # the training's keys: the queries' batch
+    h, parts = n // 2, []
+    for part in (slice(0, h), slice(h, n)):  # each half of the digits with other digits' views
+        _, k = key_network(torch.cat([x2[part], other2[part], x1[part], other1[part]]))
+        size = len(x2[part])
+        parts.append((k[:size], k[2 * size : 3 * size]))  # keys of x2[part], x1[part]
+    shuffled = torch.cat([parts[0][0], parts[1][0], parts[0][1], parts[1][1]])  # [x2; x1]
+    return top1(shared), top1(shuffled)
+
+
 def negative_cosine(p: Tensor, z: Tensor, stop_gradient: bool = True) -> Tensor:
     """D(p, z) = -cos(p, stopgrad(z)), averaged over the batch (Chen & He, 2021, eq. 1 and 3).
 

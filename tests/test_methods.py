@@ -26,6 +26,7 @@ from simclr_teach.methods import (
     barlow_twins_loss,
     cross_correlation,
     effective_rank,
+    moco_batch_leak,
     momentum_update,
     negative_cosine,
     normalized_mse,
@@ -33,7 +34,7 @@ from simclr_teach.methods import (
     positives_only_loss,
     singular_spectrum,
 )
-from simclr_teach.model import build_head, build_simclr
+from simclr_teach.model import SimCLR, build_head, build_simclr
 from simclr_teach.train import (
     History,
     TrainConfig,
@@ -253,6 +254,29 @@ def test_momentum_update_matches_lightly():
 def moco(queue_size=64, momentum=0.9):
     seed_everything(0)
     return MoCo(build_simclr("conv", 4, 16, 8), queue_size, momentum)
+
+
+def test_moco_batch_leak_scores_both_key_batches_and_leaves_the_model_as_it_was():
+    model = moco(queue_size=64).eval()  # as load_or_train returns it
+    views = [torch.rand(6, 1, 28, 28, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    shared, shuffled = moco_batch_leak(model, *views)
+    assert 0 <= shared <= 1 and 0 <= shuffled <= 1
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())  # no BN update
+    assert not model.online.training and not model.key_network.training  # its mode too
+
+    class Flat(nn.Sequential):  # an encoder without BatchNorm: no batch statistics to leak
+        out_dim = 8
+
+    seed_everything(0)
+    no_bn = MoCo(SimCLR(Flat(nn.Flatten(), nn.Linear(784, 8)), nn.Identity()), 64, 0.9)
+    no_bn.eval()
+    shared, shuffled = moco_batch_leak(no_bn, *views)
+    assert shared == shuffled  # each key depends on its own digit only
+    with pytest.raises(ValueError, match="four .* batches with N >= 2"):
+        moco_batch_leak(model, views[0][:1], views[1][:1], views[2][:1], views[3][:1])
+    with pytest.raises(ValueError, match="four"):
+        moco_batch_leak(model, views[0], views[1], views[2][:4], views[3])
 
 
 def test_moco_loss_is_infonce_against_the_queue_and_trains_the_online_network_only():

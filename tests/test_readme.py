@@ -120,6 +120,16 @@ def test_the_peer_paragraph_quotes_the_results_summary():
     )
 
 
+def test_how_long_ci_takes_is_the_recorded_run():
+    """README's CI times come from one clean-clone `.ci/run`, as scripts/ci_stages.py wrote
+    them (benchmarks/results/ci_stages.md); every figure of the paragraph, small ones too."""
+    text = readme_paragraph("**How long CI takes.**")
+    body = re.sub(r"20\d\d-\d\d-\d\d", "", text)  # dates and the targets are not measured
+    body = re.sub(r"\d+-minute target \(\d+ with the variant\)", "", body)
+    body = body.replace("2-core", "").replace("AVX-512", "")
+    assert_figures_written(body, ROOT / "benchmarks/results/ci_stages.md", skip_small=False)
+
+
 def test_the_lab_sweeps_minutes_are_its_rows_seconds():
     sweep = pd.read_csv(ROOT / "notebooks/results/lab_sweep.csv")
     quoted = re.search(r"notebook 06\): ~(\d+) min of training", README).group(1)
