@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBTIMEOUT ?= 1800
 
-.PHONY: setup lab test test-unit test-notebooks test-variant test-browser notebooks notebook-times bench lint assignments clean
+.PHONY: setup lab test test-unit test-notebooks test-variant test-browser notebooks notebook-times bench lint assignments grade clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
 # requirements.txt or pyproject.toml change, so it is fast when already done. --no-compile: pip
@@ -90,6 +90,11 @@ bench: setup  ## benchmarks (see benchmarks/README.md)
 # refuses to replace an edited assignments/source/ unless FORCE=1.
 assignments: setup  ## student versions of the exercises, with nbgrader (FORCE=1: replace edits)
 	$(PY) scripts/assignments.py$(if $(filter-out 0,$(FORCE)), --force)
+
+# Self-check for a student without an instructor: nbgrader's autograder, every check (hidden
+# ones too), on your copy of a notebook; prints the points per exercise and why a check failed.
+grade: setup  ## grade your notebook: make grade NB=path/to/09_capstone.ipynb
+	$(PY) scripts/grade.py $(if $(filter command line environment,$(origin NB)),"$(NB)")
 
 lint: setup  ## ruff: the lint rules and the formatting of pyproject.toml (notebooks excluded)
 	$(VENV)/bin/ruff check .

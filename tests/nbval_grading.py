@@ -13,7 +13,10 @@ one run checks the instructor version and the student version together:
   and each plausible wrong answer of ``WRONG_ANSWERS`` must be rejected by the check;
 - then the kernel's variables are put back as a student's kernel holds them (the blank answer
   ran, the model answer did not), so every lesson cell after it runs as it does for a student
-  who has not answered. A lesson cell that reads an answer's variable fails here.
+  who has not answered. A lesson cell that reads an answer's variable fails here. In a notebook
+  of ``CHAINED`` (the capstone, whose exercises build on each other) the model answer's
+  variables stay instead, so each exercise is graded on top of right answers to the ones
+  before it; there the student version's blank run is nbgrader's own (tests/test_capstone.py).
 
 A check cell item fails with the list of what went wrong. The session ends with one line of
 counts (``pytest_terminal_summary``).
@@ -76,6 +79,64 @@ _SE_06 = f"{_POOLED_06} * math.sqrt(2 / 3)"
 # 08, exercise 2: the right number of epochs the queue holds
 EPOCHS = "QUEUE / (2 * BASE.batch_size * (len(images) // BASE.batch_size))"
 
+# 09, the capstone: each wrong answer is its model answer with one plausible mistake made in it,
+# a whole definition (a multi-line source is run as it is, not assigned to the variable)
+CAPSTONE = REPO / "notebooks" / "09_capstone.ipynb"
+
+
+def _capstone_answer(grade_id: str) -> str:
+    """The model answer of ``grade_id`` in 09, without its solution markers."""
+    cell = next(
+        c
+        for c in json.loads(CAPSTONE.read_text())["cells"]
+        if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == grade_id
+    )
+    lines = "".join(cell["source"]).splitlines(keepends=True)
+    return "".join(
+        line
+        for line in lines
+        if "### BEGIN SOLUTION" not in line and "### END SOLUTION" not in line
+    )
+
+
+def _mistake(grade_id: str, old: str, new: str) -> str:
+    """The model answer of ``grade_id`` with ``old`` replaced by ``new`` (which must occur)."""
+    source = _capstone_answer(grade_id)
+    if old not in source:
+        raise ValueError(f"{grade_id}: the model answer no longer holds {old!r}")
+    return source.replace(old, new)
+
+
+_BLOG_LOSS_09 = """
+def nt_xent(z1, z2, temperature):  # the blog post's formula: N anchors, all 2N in the sum
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    logits = z[:n] @ z.T / temperature  # (N, 2N): the anchor itself among the candidates
+    return F.cross_entropy(logits, torch.arange(n, 2 * n))
+"""
+_ON_TEST_09 = """
+def evaluate(representations, train_images, train_labels, vault, ks):  # k chosen on test digits
+    val = validation_split(train_labels)
+    test_images, test_labels = vault.open()
+    results = {}
+    for name, represent in representations.items():
+        features, test_features = represent(train_images), represent(test_images)
+        scores = {
+            k: knn_accuracy(
+                features[~val], train_labels[~val], features[val], train_labels[val], k=k
+            )
+            for k in ks
+        }
+        on_test = {
+            k: knn_accuracy(features, train_labels, test_features, test_labels, k=k) for k in ks
+        }
+        k = max(ks, key=on_test.get)
+        predicted = knn_predict(features, train_labels, test_features, k=k)
+        results[name] = {"k": k, "val_accuracy": scores, "test_correct": predicted == test_labels}
+    return results
+"""
+CHAINED = {"09_capstone"}
+
 # notebook -> [(check grade_id, variable, wrong answer as Python source)]
 WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
     "00_setup": [
@@ -108,10 +169,21 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
         ("ex01-3-check", "my_strength", "0.75"),  # not one of the strengths measured
     ],
     "02_nt_xent_loss": [
-        ("ex02-1-check", "my_floor", "math.log(1 + (2 * TRAIN_N - 1) * math.exp(-1 / 0.1))"),
-        ("ex02-1-check", "my_floor", "(2 * TRAIN_N - 2) * math.exp(-1 / 0.1)"),  # no log
-        ("ex02-1-check", "my_floor", "loss_floor(TRAIN_N, TEMPERATURE)"),  # the wrong tau
-        ("ex02-1-check", "my_floor", "loss_floor(N_PAIRS, 0.1)"),  # the wrong N
+        ("ex02-1-check", "my_tau", "loss_floor(TRAIN_N, 0.1)"),  # the helper: a loss, not a tau
+        ("ex02-1-check", "my_tau", "0.1"),  # section 6's "near 0 below 0.1", not solved
+        ("ex02-1-check", "my_tau", "TEMPERATURE"),  # the default run's tau
+        (
+            "ex02-1-check",
+            "my_tau",
+            "1 / math.log((2 * TRAIN_N - 1) / (math.exp(0.05) - 1))",
+        ),  # 2N - 1 negatives: the partner counted among them
+        ("ex02-1-check", "my_tau", "1 / math.log((2 * TRAIN_N - 2) / 0.05)"),  # log(1 + x) ~ x
+        (
+            "ex02-1-check",
+            "my_tau",
+            "1 / math.log((2 * N_PAIRS - 2) / (math.exp(0.05) - 1))",
+        ),  # this notebook's batch, not the training run's
+        ("ex02-1-check", "my_tau", "math.log((2 * TRAIN_N - 2) / (math.exp(0.05) - 1))"),  # 1 / tau
         ("ex02-2-check", "simplex", "torch.eye(8)"),  # orthogonal, not a simplex
         ("ex02-2-check", "simplex", "torch.eye(8) - 1 / 7"),  # centred by the wrong amount
         ("ex02-2-check", "simplex", "-torch.eye(8)"),
@@ -130,15 +202,41 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
             "row_max_removed",
             "sim_matrix - sim_matrix.max(dim=0, keepdim=True).values",
         ),  # the columns' max
+        ("ex03-1-check", "answers", "{'loss_a': 10, 'loss_b': 16, 'loss_c': 14}"),
         (
             "ex03-3-check",
-            "same_view_cosine",
-            "F.cosine_similarity(model(images[:64])[1], model(images[64:128])[1]).detach()",
-        ),
-        ("ex03-3-check", "same_view_cosine", "torch.ones(64, 1)"),  # the wrong shape
-        ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': False}"),
-        ("ex03-5-check", "same_weights", "{'loss': True, 'similarities': True}"),
-        ("ex03-5-check", "same_weights", "{'loss': False, 'similarities': True}"),
+            "mirror_cosine",
+            "F.cosine_similarity(model(images[:64])[1], model(images[:64])[1]).detach()",
+        ),  # the old exercise: the same picture twice, cosine 1
+        ("ex03-3-check", "mirror_cosine", "torch.ones(64)"),  # "a flip changes nothing"
+        (
+            "ex03-3-check",
+            "mirror_cosine",
+            "F.cosine_similarity(embed(model, images[:64], 'z'), "
+            "embed(model, images[:64].flip(-2), 'z'))",
+        ),  # upside down, not mirrored
+        (
+            "ex03-3-check",
+            "mirror_cosine",
+            "F.cosine_similarity(embed(model, images[:64]), embed(model, images[:64].flip(-1)))",
+        ),  # h, not z
+        (
+            "ex03-3-check",
+            "mirror_cosine",
+            "F.cosine_similarity(model(images[:64])[1], model(images[:64].flip(-1))[1]).detach()",
+        ),  # train mode: BatchNorm normalises with each batch's own statistics
+        (
+            "ex03-3-check",
+            "mirror_cosine",
+            "F.cosine_similarity(embed(model, images[:64], 'z'), "
+            "embed(model, images[:64].flip(-1), 'z'), dim=0)",
+        ),  # the wrong axis
+        ("ex03-5-check", "step_ratio", "{'loss': True, 'similarities': False}"),  # bug 14's case
+        ("ex03-5-check", "step_ratio", "{'SGD': 1, 'Adam': 1}"),  # Adam's lesson carried over
+        ("ex03-5-check", "step_ratio", "{'SGD': 10, 'Adam': 10}"),
+        ("ex03-5-check", "step_ratio", "{'SGD': 0.1, 'Adam': 1}"),  # upside down
+        ("ex03-5-check", "step_ratio", "{'SGD': 100, 'Adam': 1}"),  # squared
+        ("ex03-5-check", "step_ratio", "{'SGD': 10, 'Adam': 0.1}"),
     ],
     "04_training_on_mnist": [
         (
@@ -291,21 +389,37 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
         ),  # a tensor, not a float
     ],
     "07_scaling_out": [
+        ("ex07-1-check", "received_bytes", "lambda cores: received"),  # 128 cores' bytes, always
         (
             "ex07-1-check",
             "received_bytes",
-            "PAPER_CORES * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+            "(PAPER_CORES - 1) * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+        ),  # the number for the paper's 128 cores, not a function
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "lambda cores: cores * 2 * (PAPER_BATCH // cores) * PAPER_DIM * 4",
         ),  # its own views too
         (
             "ex07-1-check",
             "received_bytes",
-            "(PAPER_CORES - 1) * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM",
+            "lambda cores: (cores - 1) * 2 * (PAPER_BATCH // cores) * PAPER_DIM",
         ),  # numbers, not bytes
         (
             "ex07-1-check",
             "received_bytes",
-            "(PAPER_CORES - 1) * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+            "lambda cores: (cores - 1) * (PAPER_BATCH // cores) * PAPER_DIM * 4",
         ),  # pairs, not views
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "lambda cores: (cores - 1) * 2 * (PAPER_BATCH // PAPER_CORES) * PAPER_DIM * 4",
+        ),  # 32 pairs per core kept: the global batch grows with the cores
+        (
+            "ex07-1-check",
+            "received_bytes",
+            "lambda cores: (cores - 1) * 2 * (PAPER_BATCH / cores) * PAPER_DIM * 4",
+        ),  # a float
         (
             "ex07-2-check",
             "partner_column",
@@ -316,9 +430,20 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
             "partner_column",
             "lambda i, rank, n, world: n + rank * n + i if i < n else rank * n + i - n",
         ),
-        ("ex07-3-check", "batch_size, lr_scaling", "1024, 'none'"),  # the global batch x 8
-        ("ex07-3-check", "batch_size, lr_scaling", "128, 'sqrt'"),  # the rate grows x sqrt(8)
-        ("ex07-3-check", "batch_size, lr_scaling", "128, 'linear'"),
+        ("ex07-3-check", "lr, lr_scaling", "TrainConfig.gpu_preset().lr, 'sqrt'"),  # sqrt(4) = 2
+        ("ex07-3-check", "lr, lr_scaling", "TrainConfig.gpu_preset().lr, 'none'"),  # the old rate
+        (
+            "ex07-3-check",
+            "lr, lr_scaling",
+            "scaled_lr(TrainConfig.gpu_preset().lr, 'sqrt', 4), 'none'",
+        ),  # the helper's sqrt(K), by hand
+        ("ex07-3-check", "lr, lr_scaling", "TrainConfig.gpu_preset().lr * 2, 'none'"),  # linear
+        (
+            "ex07-3-check",
+            "lr, lr_scaling",
+            "TrainConfig.gpu_preset().lr * math.sqrt(2), 'sqrt'",
+        ),  # scaled twice
+        ("ex07-3-check", "lr, lr_scaling", "TrainConfig.gpu_preset().lr / 2, 'linear'"),
     ],
     "08_what_simclr_needs": [
         ("ex08-1-check", "rank_by_hand", "float(torch.linalg.matrix_rank(features))"),  # rank
@@ -342,23 +467,167 @@ WRONG_ANSWERS: dict[str, list[tuple[str, str, str]]] = {
             "(lambda v: torch.exp(-(v / v.sum() * (v / v.sum()).log()).sum()).item())("
             "torch.linalg.svdvals(F.normalize(features, dim=1)) ** 2)",
         ),  # squared singular values (variances)
-        # two answers: the wrong one beside the right one
-        ("ex08-2-check", "oldest_key_steps, queue_epochs", f"QUEUE // BASE.batch_size, {EPOCHS}"),
+        # one number per momentum of section 6's search
         (
             "ex08-2-check",
-            "oldest_key_steps, queue_epochs",
-            f"QUEUE / (2 * BASE.batch_size), {EPOCHS}",
+            "queue_half_lives",
+            "dict.fromkeys(OWN_SETTING['moco'][1], QUEUE // (2 * BASE.batch_size))",
+        ),  # steps, not half-lives
+        (
+            "ex08-2-check",
+            "queue_half_lives",
+            "{m: QUEUE // (2 * BASE.batch_size) * (1 - m) for m in OWN_SETTING['moco'][1]}",
+        ),  # 1 / (1 - m) steps taken for the half-life
+        (
+            "ex08-2-check",
+            "queue_half_lives",
+            "{m: m ** (QUEUE // (2 * BASE.batch_size)) for m in OWN_SETTING['moco'][1]}",
+        ),  # the weight left after the span, not a number of half-lives
+        (
+            "ex08-2-check",
+            "queue_half_lives",
+            "{m: QUEUE // BASE.batch_size * math.log(m) / math.log(0.5) "
+            "for m in OWN_SETTING['moco'][1]}",
+        ),  # N keys per step, not 2N
+        (
+            "ex08-2-check",
+            "queue_half_lives",
+            "{m: math.log(0.5) / math.log(m) / (QUEUE // (2 * BASE.batch_size)) "
+            "for m in OWN_SETTING['moco'][1]}",
+        ),  # upside down
+        (
+            "ex08-2-check",
+            "queue_half_lives",
+            f"dict.fromkeys(OWN_SETTING['moco'][1], {EPOCHS})",
+        ),  # the epochs of digits the queue holds
+        (
+            "ex08-2-check",
+            "queue_half_lives",
+            "{MOMENTUM: QUEUE // (2 * BASE.batch_size) * math.log(MOMENTUM) / math.log(0.5)}",
+        ),  # only the momentum of section 3
+    ],
+    "09_capstone": [
+        ("ex09-1-check", "make_views", "lambda images, generator: (images, images)"),  # no views
+        (
+            "ex09-1-check",
+            "make_views",
+            _mistake("ex09-1-answer", "(view + noise).clamp(0, 1)", "view + noise"),
+        ),  # noise not clamped: pixels outside [0, 1]
+        (
+            "ex09-1-check",
+            "make_views",
+            _mistake("ex09-1-answer", "x.shape, generator=generator", "x.shape"),
+        ),  # noise from the global generator: a seed does not repeat the views
+        (
+            "ex09-1-check",
+            "make_views",
+            "from simclr_teach.augment import BatchAugment\n\n"
+            "def make_views(images, generator):\n"
+            "    return BatchAugment()(images, generator), BatchAugment()(images, generator)\n",
+        ),  # the course's own augmentation
+        (
+            "ex09-1-check",
+            "make_views",
+            _mistake("ex09-1-answer", "shift = 0.2 *", "shift = 2.0 *"),
+        ),  # shifted off the image: views that no longer show their digit
+        ("ex09-2-check", "nt_xent", _BLOG_LOSS_09),
+        (
+            "ex09-2-check",
+            "nt_xent",
+            "from simclr_teach.loss import nt_xent\n",
         ),
         (
-            "ex08-2-check",
-            "oldest_key_steps, queue_epochs",
-            "QUEUE // (2 * BASE.batch_size), QUEUE / len(images)",
-        ),
+            "ex09-2-check",
+            "nt_xent",
+            _mistake(
+                "ex09-2-answer", "F.normalize(torch.cat([z1, z2]), dim=1)", "torch.cat([z1, z2])"
+            ),
+        ),  # dot products, not cosines
         (
-            "ex08-2-check",
-            "oldest_key_steps, queue_epochs",
-            "QUEUE // (2 * BASE.batch_size), QUEUE / (2 * len(images))",
-        ),  # the dropped short batch counted
+            "ex09-2-check",
+            "nt_xent",
+            _mistake(
+                "ex09-2-answer", 'logits = logits.masked_fill(self_pairs, float("-inf"))', "pass"
+            ),
+        ),  # the anchor in its own denominator
+        (
+            "ex09-2-check",
+            "nt_xent",
+            _mistake(
+                "ex09-2-answer",
+                "F.cross_entropy(logits, partner)",
+                "F.cross_entropy(logits[:n], partner[:n])",
+            ),
+        ),  # one view's anchors
+        (
+            "ex09-2-check",
+            "nt_xent",
+            _mistake("ex09-2-answer", "z @ z.T / temperature", "(z @ z.T).detach() / temperature"),
+        ),  # no gradient
+        (
+            "ex09-3-check",
+            "train_steps",
+            _mistake(
+                "ex09-3-answer", "        optimizer.zero_grad()  # this batch's gradient only\n", ""
+            ),
+        ),  # a loop without zero_grad: gradients pile up
+        (
+            "ex09-3-check",
+            "train_steps",
+            _mistake("ex09-3-answer", "losses.append(loss.item())", "losses.append(loss)"),
+        ),  # tensors, each holding its graph
+        (
+            "ex09-3-check",
+            "train_steps",
+            _mistake(
+                "ex09-3-answer",
+                "    model.train()  # BatchNorm uses and updates batch statistics\n",
+                "",
+            ),
+        ),  # left in evaluation mode
+        # no training; an answer over the budget of views trains the budget before it fails,
+        # so tests/test_capstone.py checks that one with a stand-in that only counts
+        ("ex09-4-check", "pretrain", "lambda model, images, epochs, generator: []"),
+        ("ex09-5-check", "evaluate", _ON_TEST_09),
+        (
+            "ex09-5-check",
+            "evaluate",
+            _mistake(
+                "ex09-5-answer",
+                "choices[name] = (max(ks, key=scores.get), scores, features)",
+                "choices[name] = (min(ks, key=scores.get), scores, features)",
+            ),
+        ),  # not the best k on validation
+        (
+            "ex09-5-check",
+            "evaluate",
+            _mistake(
+                "ex09-5-answer",
+                "predicted = knn_predict(features, train_labels,",
+                "predicted = knn_predict(features[~val], train_labels[~val],",
+            ),
+        ),  # not refitted on every training digit
+        (
+            "ex09-6-check",
+            "paired_difference",
+            "lambda a, b: ((a.double().mean() - b.double().mean()).item(), "
+            "math.sqrt(a.double().var() / len(a) + b.double().var() / len(b)))",
+        ),  # unpaired: as if the two were tested on different digits
+        (
+            "ex09-6-check",
+            "paired_difference",
+            _mistake("ex09-6-answer", "d.std() / math.sqrt(len(d))", "d.std()"),
+        ),  # the spread of one digit's difference, not of their mean
+        (
+            "ex09-6-check",
+            "paired_difference",
+            _mistake("ex09-6-answer", "d.std()", "d.std(correction=0)"),
+        ),  # M, not M - 1
+        (
+            "ex09-6-check",
+            "paired_difference",
+            _mistake("ex09-6-answer", "d.mean().item()", "-d.mean().item()"),
+        ),  # b - a
     ],
 }
 
@@ -396,7 +665,7 @@ class __Grading:
         except (RuntimeError, TypeError, ValueError):
             return False
 
-    def grade(self, blank_answer, blank_check, check, wrong):
+    def grade(self, blank_answer, blank_check, check, wrong, chained):
         user_ns = get_ipython().user_ns
         instructor = dict(user_ns)  # the model answer ran, then its check
         student = dict(self.before)
@@ -405,7 +674,8 @@ class __Grading:
         report["wrong"] = []
         for variable, source in wrong:
             namespace = dict(self.before)
-            verdict = self._error(f"{variable} = {source}", namespace)
+            code = source if "\n" in source else f"{variable} = {source}"  # a def, or a value
+            verdict = self._error(code, namespace)
             names = [name.strip() for name in variable.split(",")]
             if verdict is not None:
                 verdict = "the wrong answer itself failed: " + verdict
@@ -414,9 +684,10 @@ class __Grading:
             else:
                 verdict = self._error(check, namespace)
             report["wrong"].append([variable, source, verdict])
-        for name in [name for name in user_ns if name not in student]:
-            del user_ns[name]
-        user_ns.update(student)
+        if not chained:  # later cells meet what a student who left it blank has
+            for name in [name for name in user_ns if name not in student]:
+                del user_ns[name]
+            user_ns.update(student)
         print(self.mark + self._json.dumps(report))
 
 
@@ -460,6 +731,7 @@ class Grading:
             if nbgrader_of(c) and c["cell_type"] == "code"
         }
         self.wrong = WRONG_ANSWERS.get(notebook.stem, [])
+        self.chained = notebook.stem in CHAINED
         self.started = False
 
     def start(self, kernel) -> None:
@@ -477,7 +749,7 @@ class Grading:
         wrong = [(variable, source) for cid, variable, source in self.wrong if cid == check_id]
         call = (
             f"__grading__.grade({self.student[answer_id]!r}, {self.student[check_id]!r}, "
-            f"{instructor_check!r}, {wrong!r})"
+            f"{instructor_check!r}, {wrong!r}, {self.chained!r})"
         )
         text, error = _execute(kernel, call)
         if error:
@@ -493,7 +765,10 @@ def _read_cells(path: Path) -> list[dict]:
 def problems(check_id: str, report: dict) -> list[str]:
     """What a grading report shows wrong: a blank answer that scores, a wrong answer accepted."""
     found = []
-    if not (report["blank_answer"] or "").startswith("NotImplementedError"):
+    # the blank answer raises NotImplementedError itself, or it defines a function whose body
+    # does (the student version keeps the signature), and the check meets it when it calls it
+    raised = report["blank_answer"] or (report["blank_check"] or "")
+    if not raised.startswith("NotImplementedError"):
         found.append(
             f"{check_id}: the blank answer raised {report['blank_answer']!r}, "
             "not NotImplementedError"

@@ -73,3 +73,16 @@ def interrupt_after(epochs: int) -> Callable[[History], None]:
             raise KeyboardInterrupt  # what Ctrl-C raises
 
     return stop
+
+
+def code_cell_errors(notebook: Path) -> list[tuple[dict, str, list[str]]]:
+    """(nbgrader metadata, source, names of the errors it raised) of each code cell of an
+    executed notebook (nbgrader's autograded copy, say)."""
+    import nbformat  # noqa: PLC0415 - only the grading tests need it
+
+    found = []
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "code":
+            errors = [o.ename for o in cell.get("outputs", []) if o.output_type == "error"]
+            found.append((cell.metadata.get("nbgrader", {}), cell.source, errors))
+    return found

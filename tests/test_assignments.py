@@ -7,6 +7,7 @@ each notebook, by the plugin tests/nbval_grading.py (its cases: WRONG_ANSWERS th
 """
 
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import assignments  # noqa: E402
 from nbval_grading import WRONG_ANSWERS, nbgrader_of  # noqa: E402
+
+from tests.support import code_cell_errors  # noqa: E402
 
 GRADED = assignments.graded_notebooks()
 
@@ -57,6 +60,41 @@ def test_every_exercise_is_complete(path):
     assert hints >= answers, "every exercise has a hint"
 
 
+RUBRIC = re.compile(r"\*\*Rubric \((\d+) points\)\.\*\*\sFull marks:\s.+\sNo marks:\s", re.S)
+
+
+@pytest.mark.parametrize("path", GRADED, ids=lambda p: p.stem)
+def test_points_follow_difficulty_and_open_answers_have_a_rubric(path):
+    """Points 1-3 by difficulty, not all equal in a notebook; a rubric for each hand-graded answer.
+
+    1: follow the lesson to a number; 2: apply it to a new case or write a short function; 3:
+    transfer, design, or explain with evidence from the notebook. The rubric of an open answer sits
+    in its solution region (nbgrader strips it from the student version), after the model answer,
+    and names the cell's own points, so that two graders agree on what earns them.
+    """
+    cells = json.loads(path.read_text())["cells"]
+    points = {}
+    for cell in cells:
+        meta = nbgrader_of(cell)
+        if not meta:
+            continue
+        if meta["solution"] and cell["cell_type"] == "code":
+            assert "points" not in meta or not meta["points"], f"{meta['grade_id']}: an answer cell"
+            continue
+        assert meta.get("grade"), meta
+        assert isinstance(meta["points"], int) and 1 <= meta["points"] <= 3, meta
+        points[meta["grade_id"]] = meta["points"]
+        if meta["solution"]:  # a hand-graded markdown answer
+            text = "".join(cell["source"])
+            solution = text.split("### BEGIN SOLUTION", 1)[1].split("### END SOLUTION", 1)[0]
+            rubric = RUBRIC.search(solution)
+            name = meta["grade_id"]
+            assert rubric, f"{name}: no **Rubric (P points).** Full marks: ... No marks: ..."
+            assert int(rubric.group(1)) == meta["points"], f"{name}: the rubric's points"
+            assert solution.strip().index("**Rubric") > 0, f"{name}: the rubric after the answer"
+    assert len(set(points.values())) > 1, f"{path.stem}: every exercise has the same points"
+
+
 def test_student_version_hides_solutions_and_hidden_tests(course):
     _, released = course
     assert [p.name for p in released] == [p.name for p in GRADED]
@@ -64,6 +102,7 @@ def test_student_version_hides_solutions_and_hidden_tests(course):
         nb = nbformat.read(path, as_version=4)
         text = "\n".join(cell.source for cell in nb.cells)
         assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+        assert "Rubric" not in text, f"{path.name}: a grader's rubric in the student version"
         assert not any(cell.get("outputs") for cell in nb.cells if cell.cell_type == "code")
         for cell in nb.cells:
             meta = nbgrader_of(cell)
@@ -99,18 +138,12 @@ def test_autograder_full_marks_for_the_instructor_none_for_a_blank_student(cours
     assert set(blank) == set(instructor)
     assert all(score == 0 for score, _ in blank.values()), blank
 
-    executed = nbformat.read(
-        root / "autograded" / "blank" / source.stem / source.name, as_version=4
-    )
-    for cell in executed.cells:
-        if cell.cell_type != "code":
-            continue
-        errors = [o.ename for o in cell.get("outputs", []) if o.output_type == "error"]
-        meta = nbgrader_of(cell)
+    executed = root / "autograded" / "blank" / source.stem / source.name
+    for meta, cell_source, errors in code_cell_errors(executed):
         if meta.get("solution"):
-            assert errors == ["NotImplementedError"], cell.source
+            assert errors == ["NotImplementedError"], cell_source
         elif not meta.get("grade"):
-            assert not errors, f"{source.name}: a lesson cell failed:\n{cell.source}"
+            assert not errors, f"{source.name}: a lesson cell failed:\n{cell_source}"
 
 
 def test_every_wrong_answer_names_a_check_of_its_notebook():

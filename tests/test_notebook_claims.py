@@ -55,7 +55,9 @@ NOT_CLAIMS = [
     r"<[^>]+>",
     r"\]\([^)]*\)",
     r"https?://\S+",  # HTML tags, link targets, URLs
-    r"(?m:^\s*(?:#+\s*)?\d+(?:\.\d+)*[.)]\s)",  # list markers, numbered headings
+    r"(?m:^\s*(?:#+\s*)?(?:\*\*)?\d+(?:\.\d+)*[.)]\s)",  # list markers, headings, **1. Title**
+    r"\*\*Rubric \(\d+ points?\)\.\*\*",  # a hand-graded answer's points, not a measurement
+    r"(?m:\|\s*\d+\s*\|\s*$)",  # the last column of a table of whole numbers (points)
     r"(?m:^\|\s*\d+\s*\|)",  # the numbered first column of a table
     r"(?m:^#+ [0-9][0-9] ·)",  # the notebook's number in its title
     r"\b(?:19[5-9]\d|20[0-2]\d)[a-z]?\b",  # years (Chen et al., 2020)
