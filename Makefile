@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBTIMEOUT ?= 1800
 
-.PHONY: setup lab test test-unit test-notebooks test-variant test-browser notebooks notebook-times bench lint assignments grade clean
+.PHONY: setup lab test test-unit test-notebooks test-variant test-browser site test-site notebooks notebook-times bench lint assignments grade clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
 # requirements.txt or pyproject.toml change, so it is fast when already done. --no-compile: pip
@@ -63,10 +63,29 @@ $(BROWSER_STAMP): tests/browser/requirements.txt $(STAMP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r tests/browser/requirements.txt
 	touch $(BROWSER_STAMP)
 
+INSTALL_CHROMIUM := test -x $(CHROMIUM) || { $(SUDO) apt-get update && \
+	$(SUDO) DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+	chromium fonts-dejavu-core; }
+
 test-browser: setup $(BROWSER_STAMP)  ## the widgets in a real browser (JupyterLab + Chromium)
-	test -x $(CHROMIUM) || { $(SUDO) apt-get update && $(SUDO) DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y --no-install-recommends chromium fonts-dejavu-core; }
+	$(INSTALL_CHROMIUM)
 	SIMCLR_TEACH_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:cacheprovider tests/browser
+
+# The course as a static website (scripts/build_site.py, site/conf.py): Sphinx + myst-nb +
+# sphinx-book-theme from the committed notebooks, the student version of the exercises, MathJax
+# from the npm registry served by the site itself. Its packages go into .venv once, on first use.
+SITE_STAMP := $(VENV)/.site-installed
+$(SITE_STAMP): site/requirements.txt $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r site/requirements.txt
+	touch $(SITE_STAMP)
+
+site: setup $(SITE_STAMP)  ## the course as a website in site/_build/html (INSTRUCTOR=1: solutions)
+	$(PY) scripts/build_site.py$(if $(filter-out 0,$(INSTRUCTOR)), --instructor --out site/_build/instructor)
+
+# every page in Chromium from 127.0.0.1 (tests/site): screenshots go to artifacts/site/
+test-site: site $(BROWSER_STAMP)  ## the website in a real browser, offline
+	$(INSTALL_CHROMIUM)
+	SIMCLR_TEACH_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:cacheprovider tests/site
 
 NB ?= notebooks/*.ipynb
 notebooks: setup  ## re-execute notebooks in place (all, or NB=notebooks/06_*.ipynb), then normalise

@@ -1,0 +1,58 @@
+"""scripts/build_site.py without Sphinx: what each page is made of (`make site` builds them).
+
+The built site itself is checked in a browser by `make test-site` (tests/site/).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import build_site  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    return build_site.student_cells(tmp_path_factory.mktemp("course"))
+
+
+def _page(name: str, student: dict | None) -> str:
+    path = REPO / "notebooks" / f"{name}.ipynb"
+    nb = build_site.page_notebook(path, None if student is None else student[name])
+    return json.dumps(nb)
+
+
+def test_pages_show_the_student_version_with_the_lesson_outputs(student):
+    for path in build_site.notebooks():
+        page = json.loads(_page(path.stem, student))
+        text = json.dumps(page)
+        assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text
+        assert "Rubric (" not in text
+        sources = ["".join(c["source"]) for c in page["cells"]]
+        assert build_site.RUN_IT in sources[:3], "how to run it, under the title"
+        lessons = [c for c in page["cells"] if c["cell_type"] == "code" and c.get("outputs")]
+        assert lessons, f"{path.name}: the lesson outputs are kept"
+
+
+def test_the_instructor_site_keeps_the_solutions():
+    assert "BEGIN SOLUTION" in _page("09_capstone", None)
+
+
+def test_widgets_become_a_note_and_progress_bars_go(student):
+    lab = _page("06_temperature_augmentation_lab", student)
+    assert build_site.WIDGET not in lab and "live in JupyterLab" in lab
+    evaluation = _page("05_evaluation_tsne_knn", student)
+    assert build_site.WIDGET not in evaluation and "0/1860" not in evaluation
+
+
+def test_the_home_page_links_every_notebook_in_order():
+    names = [path.stem for path in build_site.notebooks()]
+    home = build_site.home_page(names)
+    assert home.startswith("# simclr-teach") and "## Two commands" in home
+    assert all(f"[{name}]({name}.ipynb)" in home for name in names)
+    toc = home.split("```{toctree}")[1]
+    assert [line for line in toc.splitlines() if line[:2].isdigit()] == names
