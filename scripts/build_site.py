@@ -122,7 +122,9 @@ def home_page(names: list[str]) -> str:
     readme = (REPO / "README.md").read_text()
     sections = re.split(r"(?m)^## ", readme)
     opening = sections[0].replace("# simclr-teach", "# simclr-teach", 1)
-    kept = [s for s in sections[1:] if s.startswith(("Two commands", "The course"))]
+    kept = [
+        s for s in sections[1:] if s.split("\n", 1)[0].strip() in ("Two commands", "The course")
+    ]
     text = opening + "".join("## " + s for s in kept)
     for name in names:  # `00_setup.ipynb` in the course table -> a link to its page
         text = text.replace(f"`{name}.ipynb`", f"[{name}]({name}.ipynb)")

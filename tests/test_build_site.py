@@ -53,6 +53,7 @@ def test_the_home_page_links_every_notebook_in_order():
     names = [path.stem for path in build_site.notebooks()]
     home = build_site.home_page(names)
     assert home.startswith("# simclr-teach") and "## Two commands" in home
+    assert "## The course as a website" not in home and "## Exercises" not in home
     assert all(f"[{name}]({name}.ipynb)" in home for name in names)
     toc = home.split("```{toctree}")[1]
     assert [line for line in toc.splitlines() if line[:2].isdigit()] == names
