@@ -24,11 +24,12 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 PAGES = ["index", *(path.stem for path in NOTEBOOKS)]
+# page -> what its second screenshot shows (the first is the top of the page)
 SCREENSHOTS = {
-    "index",
-    "02_nt_xent_loss",
-    "05_evaluation_tsne_knn",
-    "06_temperature_augmentation_lab",
+    "index": None,
+    "02_nt_xent_loss": "mjx-container[display='true']",  # the derivation
+    "05_evaluation_tsne_knn": "article img",  # the figures
+    "06_temperature_augmentation_lab": ".widget-static",  # a widget cell
 }
 
 
@@ -80,6 +81,9 @@ def test_the_page_renders_from_this_host_alone(page, site, name):
     if name in SCREENSHOTS:
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+        if SCREENSHOTS[name]:
+            page.locator(SCREENSHOTS[name]).first.scroll_into_view_if_needed()
+            page.screenshot(path=str(ARTIFACTS / f"{name}-detail.png"))
 
 
 def test_the_derivation_is_typeset(page, site):
