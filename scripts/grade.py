@@ -22,6 +22,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.notebook is None:
         print("error: which notebook? make grade NB=path/to/your.ipynb", file=sys.stderr)
         return 2
+    # nbgrader's own database warnings (SQLAlchemy's "not in session") say nothing to a student
+    warnings.filterwarnings("ignore", message=".*not in session.*")
     try:
         exercises = grade(args.notebook, args.name)
     except (ValueError, RuntimeError) as error:
