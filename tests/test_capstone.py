@@ -182,7 +182,7 @@ def test_calls_into_sees_the_package_and_nothing_else():
     assert "simclr_teach.loss.nt_xent" in found
 
 
-def test_the_capstone_is_graded_chained_and_rises_in_points():
+def test_the_capstone_is_graded_chained_and_its_points_add_up():
     assert "09_capstone" in CHAINED
     points = [
         nbgrader_of(c)["points"]
