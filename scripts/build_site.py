@@ -121,7 +121,7 @@ def home_page(names: list[str]) -> str:
     """index.md: README's opening, its "Two commands" and "The course", then the page list."""
     readme = (REPO / "README.md").read_text()
     sections = re.split(r"(?m)^## ", readme)
-    opening = sections[0].replace("# simclr-teach", "# simclr-teach", 1)
+    opening = sections[0]
     kept = [
         s for s in sections[1:] if s.split("\n", 1)[0].strip() in ("Two commands", "The course")
     ]
