@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBTIMEOUT ?= 1800
 
-.PHONY: setup lab test test-unit test-notebooks test-variant test-browser site test-site notebooks notebook-times bench lint assignments grade clean
+.PHONY: setup lab test test-unit test-notebooks test-variant test-browser site test-site test-outside notebooks notebook-times bench lint assignments grade clean
 
 # Set-up: a venv with the pinned requirements and the package (editable). Re-runs only when
 # requirements.txt or pyproject.toml change, so it is fast when already done. --no-compile: pip
@@ -29,7 +29,7 @@ lab: setup  ## open the course in JupyterLab
 test: test-unit test-notebooks  ## unit tests, then every notebook under nbval
 
 test-unit: setup
-	$(PY) -m pytest tests -m "not browser"
+	$(PY) -m pytest tests -m "not browser and not outside_clone"
 
 # nbval runs each notebook once, and tests/nbval_grading.py grades its exercises in that run as a
 # student's notebook meets them (blank answers score nothing, wrong answers are rejected, lesson
@@ -86,6 +86,11 @@ site: setup $(SITE_STAMP)  ## the course as a website in site/_build/html (INSTR
 test-site: site $(BROWSER_STAMP)  ## the website in a real browser, offline
 	$(INSTALL_CHROMIUM)
 	SIMCLR_TEACH_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -m browser -p no:cacheprovider tests/site
+
+# A notebook opened outside a clone (Colab): 00 copied out of the repository and executed in a
+# fresh venv; its first cell clones this repository's HEAD and installs it (tests/test_install_guard.py)
+test-outside: setup  ## notebook 00 installs the course itself, from a copy outside the clone
+	$(PY) -m pytest -m outside_clone -p no:cacheprovider tests/test_install_guard.py
 
 NB ?= notebooks/*.ipynb
 notebooks: setup  ## re-execute notebooks in place (all, or NB=notebooks/06_*.ipynb), then normalise

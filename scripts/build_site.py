@@ -9,8 +9,9 @@ site/_build/html, with Sphinx, myst-nb and sphinx-book-theme (site/conf.py):
 - the exercises as students get them (scripts/assignments.py releases them with nbgrader):
   answer cells as the student version has them, hidden tests removed, check cells without
   outputs, hints folded; ``--instructor`` builds the site with the solutions instead;
-- every widget output replaced by a note that the widget is live in JupyterLab (a page never
-  shows "Loading widget..." or a widget's repr); progress bars are dropped;
+- every widget output shown as the picture of itself that it carries (an Explorer's text/html:
+  its controls' values, picture and caption, and that it is live in JupyterLab), or else as a
+  note saying so (a page never shows "Loading widget..." or a widget's repr); progress bars go;
 - MathJax served from the site itself: the npm package ``mathjax`` is installed once into
   site/_build/npm (the npm registry, no CDN) and its es5 build copied into _static.
 
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import assignments  # noqa: E402
+from normalise_notebooks import repository_url  # noqa: E402
 
 SITE = REPO / "site"
 BUILD = SITE / "_build"
@@ -54,14 +56,6 @@ RUN_IT = (
 def notebooks() -> list[Path]:
     """The course's notebooks, in order."""
     return sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-
-
-def repository_url() -> str:
-    """pyproject.toml's [project.urls] Repository: the one setting for launch links ("" none)."""
-    import tomllib  # noqa: PLC0415 - Python 3.11+, as Sphinx 9 itself
-
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return project.get("urls", {}).get("Repository", "")
 
 
 def student_cells(root: Path) -> dict[str, dict[str, dict]]:
@@ -88,6 +82,9 @@ def _page_outputs(outputs: list[dict]) -> list[dict]:
             continue
         plain = "".join(data.get("text/plain", ""))
         if re.search(r"\d+%\|", plain):  # a tqdm bar: its last state says nothing on a page
+            continue
+        if "text/html" in data:  # an Explorer's picture of itself (widgets.Explorer.static_html)
+            kept.append({**output, "data": {"text/html": data["text/html"]}})
             continue
         kept.append(
             {"output_type": "display_data", "metadata": {}, "data": {"text/html": WIDGET_NOTE}}
@@ -161,8 +158,13 @@ def install_mathjax(static: Path) -> None:
     shutil.copytree(es5, static / "mathjax", ignore=other_builds)
 
 
-def build(out: Path, instructor: bool = False, strict: bool = True) -> Path:
-    """Write the sources into site/_build/src and build the HTML into ``out``."""
+def build(
+    out: Path, instructor: bool = False, strict: bool = True, repository: str | None = None
+) -> Path:
+    """Write the sources into site/_build/src and build the HTML into ``out``.
+
+    ``repository``: the URL for the launch links (default: pyproject.toml's, `repository_url`).
+    """
     if out.exists() and any(out.iterdir()) and not (out / ".buildinfo").exists():
         raise ValueError(f"{out} holds files that are not a built site: give another --out")
     shutil.rmtree(out, ignore_errors=True)  # no page or file of an earlier build stays
@@ -179,7 +181,8 @@ def build(out: Path, instructor: bool = False, strict: bool = True) -> Path:
             (src / path.name).write_text(json.dumps(page, indent=1, ensure_ascii=False) + "\n")
             names.append(path.stem)
     (src / "index.md").write_text(home_page(names))
-    env = dict(os.environ, SIMCLR_SITE_REPOSITORY=repository_url())
+    url = repository_url() if repository is None else repository
+    env = dict(os.environ, SIMCLR_SITE_REPOSITORY=url)
     command = [sys.executable, "-m", "sphinx", "-b", "html", "-q", str(src), str(out)]
     if strict:
         command[3:3] = ["-W", "--keep-going"]  # a warning fails the build
@@ -191,9 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=BUILD / "html", help="default: %(default)s")
     parser.add_argument("--instructor", action="store_true", help="show the solutions")
+    parser.add_argument(
+        "--repository", help="URL for the launch links (default: pyproject.toml's Repository)"
+    )
     args = parser.parse_args(argv)
     try:
-        out = build(args.out, args.instructor)
+        out = build(args.out, args.instructor, repository=args.repository)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

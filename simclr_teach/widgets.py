@@ -10,6 +10,7 @@ displayed here. Move a control from code with `explorer.controls["rotation"].val
 
 from __future__ import annotations
 
+import base64
 import html
 import io
 import math
@@ -114,6 +115,67 @@ class Explorer(widgets.VBox):
             return
         self.state = self._compute(self.values())
         self.image.value, self.caption.value = self._render(self.state)
+
+    def static_html(self) -> str:
+        """The explorer as it stands, in plain HTML: each control's value, the picture, the caption.
+
+        What a page without a kernel shows (the course's website, a forge's notebook viewer,
+        nbconvert): a picture of the widget, with a note that it is live in JupyterLab.
+        """
+        controls = "".join(f"<div>{_static_control(row)}</div>" for row in self.children[:-2])
+        png = base64.b64encode(self.image.value).decode("ascii")
+        picture = f'<img alt="the widget\'s picture" src="data:image/png;base64,{png}">'
+        return (
+            f'<div class="simclr-widget-static"{_BOX}>{controls}{picture if png else ""}'
+            f"<div>{self.caption.value}</div><p><em>{STATIC_NOTE}</em></p></div>"
+        )
+
+    def _repr_mimebundle_(self, **kwargs: object) -> dict | None:
+        """JupyterLab draws the live widget; a viewer without widgets shows `static_html`."""
+        data = super()._repr_mimebundle_(**kwargs)
+        if data is not None:
+            data["text/html"] = self.static_html()
+        return data
+
+
+STATIC_NOTE = (
+    "A picture of this widget as the notebook ran. It is live in JupyterLab: run the notebook "
+    "(<code>make lab</code>) and every control redraws it."
+)
+
+
+# the static picture's layout: a framed box, rows of controls left-aligned with space between
+# them (a page's stylesheet would centre tables and run the cells together)
+_BOX = ' style="border: 1px solid #bbb; border-radius: 4px; padding: 0.5em 1em; margin: 0.5em 0"'
+_ROW = ' style="margin: 0; border: none; border-collapse: collapse"'
+_CELL = ' style="padding: 0 2em 0 0; border: none; text-align: left"'
+
+
+def _static_value(control: widgets.Widget) -> str:
+    """A control's value as its readout shows it."""
+    value = control.value
+    if isinstance(control, widgets.SelectionSlider):
+        return str(control.label)
+    if isinstance(value, float):
+        return format(value, getattr(control, "readout_format", ".3g"))
+    return str(value)
+
+
+def _static_control(control: widgets.Widget) -> str:
+    """One control (or a row of them) as static HTML: no inputs, as viewers strip them."""
+    if isinstance(control, widgets.Box):
+        cells = "".join(f"<td{_CELL}>{_static_control(c)}</td>" for c in control.children)
+        return f"<table{_ROW}><tr>{cells}</tr></table>"
+    label = html.escape(getattr(control, "description", ""))
+    if isinstance(control, widgets.Button):
+        return f"<code>[{label}]</code>"
+    if isinstance(control, widgets.Checkbox):
+        return f"{'&#9745;' if control.value else '&#9744;'} {label}"
+    if isinstance(control, widgets.IntProgress):
+        return f"<code>{'&#9608;' * control.value}</code> {label}"
+    if isinstance(control, widgets.HTML):
+        return control.value
+    return f"{label}: <b>{html.escape(_static_value(control))}</b>"
 
 
 def _slider(

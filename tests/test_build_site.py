@@ -42,11 +42,28 @@ def test_the_instructor_site_keeps_the_solutions():
     assert "BEGIN SOLUTION" in _page("09_capstone", None)
 
 
-def test_widgets_become_a_note_and_progress_bars_go(student):
-    lab = _page("06_temperature_augmentation_lab", student)
-    assert build_site.WIDGET not in lab and "live in JupyterLab" in lab
-    evaluation = _page("05_evaluation_tsne_knn", student)
-    assert build_site.WIDGET not in evaluation and "0/1860" not in evaluation
+@pytest.mark.parametrize(
+    "name",
+    [
+        "01_augmentations",
+        "02_nt_xent_loss",
+        "05_evaluation_tsne_knn",
+        "06_temperature_augmentation_lab",
+    ],
+)
+def test_widgets_show_their_picture_and_progress_bars_go(student, name):
+    """Each explorer's output carries a picture of itself (widgets.Explorer.static_html): the
+    page shows it in place of the widget, which needs a kernel."""
+    page = _page(name, student)
+    assert build_site.WIDGET not in page and "live in JupyterLab" in page
+    assert page.count('class=\\"simclr-widget-static\\"') == 1 and "data:image/png;base64" in page
+    assert "0/1860" not in page  # 05's progress bar
+
+
+def test_a_widget_without_a_picture_becomes_a_note():
+    bare = {"output_type": "display_data", "data": {build_site.WIDGET: {}, "text/plain": "VBox()"}}
+    [note] = build_site._page_outputs([bare])
+    assert "live in JupyterLab" in note["data"]["text/html"]
 
 
 def test_the_home_page_links_every_notebook_in_order():

@@ -5,6 +5,7 @@ loss.temperature_state). Also pins loss.loss_floor and three plots.
 
 from __future__ import annotations
 
+import base64
 import math
 
 import matplotlib
@@ -132,6 +133,31 @@ def test_augmentation_explorer_sliders_change_the_views(augment_explorer):
     assert not torch.equal(before, explorer.state["views"]) and explorer.image.value != png
     explorer.controls["elastic_on"].value = True  # off in the default family
     assert explorer.state["params"].elastic == explorer.controls["elastic"].value > 0
+
+
+def test_explorer_shows_a_static_picture_where_widgets_do_not_run(augment_explorer):
+    """Outside JupyterLab (the website, a forge's viewer) the output's text/html is shown: the
+    controls' values as they stand, the picture and caption, and a note that it is live."""
+    explorer = augment_explorer
+    explorer.controls["rotation"].value = 30
+    explorer.controls["elastic_on"].value = True
+    bundle = explorer._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle  # JupyterLab: the live widget
+    page = bundle["text/html"]
+    assert "rotation (max degrees): <b>30.00</b>" in page and "&#9745; elastic" in page
+    assert "&#9744; blur" in page and "<code>[re-sample]</code>" in page
+    png = base64.b64encode(explorer.image.value).decode()
+    assert f'src="data:image/png;base64,{png}"' in page  # the picture now shown, not the first
+    assert explorer.caption.value in page and "live in JupyterLab" in page
+    assert "<input" not in page and "<script" not in page  # viewers strip them
+
+
+def test_static_picture_of_the_temperature_explorer(projections):
+    explorer = temperature_explorer(*projections, temperature=0.5)
+    explorer.controls["temperature"].value = 0.1
+    page = explorer.static_html()
+    assert "temperature tau: <b>0.1</b>" in page and "pairs N: <b>12</b>" in page
+    assert explorer.caption.value in page
 
 
 def test_augmentation_explorer_resample_and_digit_picker(augment_explorer, digits):

@@ -25,6 +25,7 @@ def test_lab_state_finds_stored_runs(tmp_path):
 def test_training_lab_controls_train_and_cache(tmp_path, monkeypatch):
     explorer = training_lab(tmp_path, base=TINY)
     assert "not trained yet" in explorer.caption.value and bytes(explorer.image.value) == b""
+    assert "<img" not in explorer.static_html()  # no picture yet: none shown, none broken
     assert explorer.controls["temperature"].value == pytest.approx(TINY.temperature)
     assert explorer.controls["rotation_ablate"].value is False
     assert explorer.controls["elastic_ablate"].value is True  # off in AugmentParams()
@@ -41,6 +42,9 @@ def test_training_lab_controls_train_and_cache(tmp_path, monkeypatch):
         and "leave-one-out kNN" in explorer.caption.value
     )
     assert "no noise" in explorer.caption.value  # the results table
+    page = explorer.static_html()  # what the website shows: the run's values and picture
+    assert "temperature tau: <b>0.5</b>" in page and "&#9745; ablate noise" in page
+    assert "done: LOO kNN" in page and "data:image/png;base64," in page
 
     def must_not_train(*args, **kwargs):
         raise AssertionError("trained again although the run was cached")

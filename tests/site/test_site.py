@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +20,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.site.conftest import ARTIFACTS, REPO, SITE
+
+sys.path.insert(0, str(REPO / "scripts"))
+import build_site  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -29,7 +33,7 @@ SCREENSHOTS = {
     "index": None,
     "02_nt_xent_loss": "mjx-container[display='true']",  # the derivation
     "05_evaluation_tsne_knn": "article img",  # the figures
-    "06_temperature_augmentation_lab": ".widget-static",  # a widget cell
+    "06_temperature_augmentation_lab": ".simclr-widget-static",  # a widget's picture
 }
 
 
@@ -102,10 +106,24 @@ def test_the_sidebar_lists_the_course_in_order(page, site):
     assert pages == [path.stem for path in NOTEBOOKS]
 
 
-def test_a_widget_shows_a_note_not_a_repr(page, site):
-    page.goto(f"{site}06_temperature_augmentation_lab.html", wait_until="networkidle")
-    note = page.locator(".widget-static").first
-    assert "live in JupyterLab" in note.inner_text()
+@pytest.mark.parametrize(
+    "name",
+    [
+        "01_augmentations",
+        "02_nt_xent_loss",
+        "05_evaluation_tsne_knn",
+        "06_temperature_augmentation_lab",
+    ],
+)
+def test_each_widget_shows_its_picture_not_a_repr(page, site, name):
+    """An explorer's cell shows its controls' values, its picture (loaded) and that it is live
+    in JupyterLab."""
+    page.goto(f"{site}{name}.html", wait_until="networkidle")
+    shown = page.locator(".simclr-widget-static")
+    assert shown.count() == 1, f"{name}: {shown.count()} widget pictures"
+    assert "live in JupyterLab" in shown.inner_text()
+    width = shown.locator("img").evaluate("img => img.complete ? img.naturalWidth : 0")
+    assert width > 200, f"{name}: the widget's picture is {width} px wide"
 
 
 def _plain(text: str) -> str:
@@ -176,3 +194,18 @@ def test_every_internal_link_and_anchor_leads_somewhere():
                 if parts.fragment not in parsed[Path(target).name].ids:
                     missing.append(f"{name}: {href} (no anchor)")
     assert not missing, "\n".join(missing[:20])
+
+
+def test_launch_links_follow_the_one_repository_setting(tmp_path):
+    """With a repository URL, each notebook's page links to Binder, Colab and the repository;
+    the site built from pyproject.toml has them exactly when its Repository is set."""
+    url = "https://github.com/example-owner/simclr-teach"
+    built = build_site.build(tmp_path / "html", repository=url)
+    page = (built / "02_nt_xent_loss.html").read_text()
+    notebook = "notebooks/02_nt_xent_loss.ipynb"
+    binder = "https://mybinder.org/v2/gh/example-owner/simclr-teach/main?urlpath=lab/tree/"
+    colab = "https://colab.research.google.com/github/example-owner/simclr-teach/blob/main/"
+    assert binder + notebook in page and colab + notebook in page
+    assert f'href="{url}"' in page
+    ours = (SITE / "02_nt_xent_loss.html").read_text()
+    assert ("mybinder.org" in ours) == bool(build_site.repository_url())
