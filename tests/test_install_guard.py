@@ -87,22 +87,24 @@ def test_notebook_00_installs_the_course_itself_outside_a_clone(tmp_path):
         check=True,
         capture_output=True,
     )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMCLR_TEACH_", "PYTHON"))}
+    work = tmp_path / "work"  # outside the repository: the kernel's working directory
+    work.mkdir()
     found = subprocess.run(
         [str(python), "-c", "import importlib.util as u; print(u.find_spec('simclr_teach'))"],
+        cwd=work,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
     )
     assert found.stdout.strip() == "None", "the fresh venv must not see the course's package"
 
-    work = tmp_path / "work"
-    work.mkdir()
     notebook = json.loads((REPO / "notebooks" / "00_setup.ipynb").read_text())
     where = "import simclr_teach\nprint('simclr_teach from', simclr_teach.__file__)"
     cell = {"cell_type": "code", "metadata": {}, "source": where, "outputs": []}
     notebook["cells"].append(cell | {"execution_count": None})
     (work / "00_setup.ipynb").write_text(json.dumps(notebook))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMCLR_TEACH_", "PYTHON"))}
     env |= {
         "SIMCLR_TEACH_REPOSITORY": REPO.as_uri(),  # file:///...: git clones HEAD
         "JUPYTER_PATH": str(kernels / "share" / "jupyter"),
