@@ -12,6 +12,8 @@ site/_build/html, with Sphinx, myst-nb and sphinx-book-theme (site/conf.py):
 - every widget output shown as the picture of itself that it carries (an Explorer's text/html:
   its controls' values, picture and caption, and that it is live in JupyterLab), or else as a
   note saying so (a page never shows "Loading widget..." or a widget's repr); progress bars go;
+- the install guard of each notebook's first code cell (scripts/normalise_notebooks.py) kept
+  in the downloadable notebook but not shown on the page, which starts with the imports;
 - MathJax served from the site itself: the npm package ``mathjax`` is installed once into
   site/_build/npm (the npm registry, no CDN) and its es5 build copied into _static.
 
@@ -35,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import assignments  # noqa: E402
-from normalise_notebooks import repository_url  # noqa: E402
+from normalise_notebooks import GUARD_END, GUARD_START, repository_url  # noqa: E402
 
 SITE = REPO / "site"
 BUILD = SITE / "_build"
@@ -49,7 +51,8 @@ WIDGET_NOTE = (
 RUN_IT = (
     "> **Run this notebook yourself:** `make lab` in a clone of the course opens it in "
     "JupyterLab; `make test` checks that every notebook runs. The outputs below are those of "
-    "the committed run."
+    "the committed run. Opened alone (on Colab, say), the notebook's first cell installs the "
+    "course first; those lines are in the notebook, not on this page."
 )
 
 
@@ -92,6 +95,25 @@ def _page_outputs(outputs: list[dict]) -> list[dict]:
     return kept
 
 
+def _split_guard(cell: dict) -> list[dict]:
+    """The first code cell as two: the install guard (hidden on the page, kept in the
+    downloadable notebook) and the rest (the notebook's imports)."""
+    source = "".join(cell["source"])
+    end = source.find(GUARD_END)
+    if not source.startswith(GUARD_START) or end < 0:
+        return [cell]
+    end += len(GUARD_END)
+    guard = {
+        "cell_type": "code",
+        "id": "install-guard",
+        "metadata": {"tags": ["remove-cell"]},
+        "source": source[:end],
+        "outputs": [],
+        "execution_count": None,
+    }
+    return [guard, {**cell, "source": source[end:].removeprefix("\n")}]
+
+
 def page_notebook(path: Path, student: dict[str, dict] | None) -> dict:
     """The notebook as its page shows it: student exercises (unless ``student`` is None)."""
     nb = json.loads(path.read_text())
@@ -107,6 +129,8 @@ def page_notebook(path: Path, student: dict[str, dict] | None) -> dict:
         if cell["cell_type"] == "code":
             cell["outputs"] = _page_outputs(cell.get("outputs", []))
         cells.append(cell)
+    first = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
+    cells[first : first + 1] = _split_guard(cells[first])
     title = next(i for i, c in enumerate(cells) if c["cell_type"] == "markdown")
     run_it = {"cell_type": "markdown", "id": "run-it", "metadata": {}, "source": RUN_IT}
     cells.insert(title + 1, run_it)

@@ -74,3 +74,13 @@ def test_the_home_page_links_every_notebook_in_order():
     assert all(f"[{name}]({name}.ipynb)" in home for name in names)
     toc = home.split("```{toctree}")[1]
     assert [line for line in toc.splitlines() if line[:2].isdigit()] == names
+
+
+def test_the_install_guard_is_in_the_download_not_on_the_page(student):
+    page = json.loads(_page("00_setup", student))
+    code = [c for c in page["cells"] if c["cell_type"] == "code"]
+    guard, imports = code[0], code[1]
+    assert "".join(guard["source"]).startswith(build_site.GUARD_START)
+    assert guard["metadata"]["tags"] == ["remove-cell"]  # myst-nb leaves it off the page
+    assert "".join(imports["source"]).startswith("import math")
+    assert imports["execution_count"] is not None and guard["execution_count"] is None

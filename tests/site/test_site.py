@@ -196,6 +196,12 @@ def test_every_internal_link_and_anchor_leads_somewhere():
     assert not missing, "\n".join(missing[:20])
 
 
+@pytest.mark.parametrize("name", [path.stem for path in NOTEBOOKS])
+def test_the_install_guard_is_downloadable_but_not_on_the_page(name):
+    assert "SIMCLR_TEACH_REPOSITORY" not in (SITE / f"{name}.html").read_text()
+    assert "SIMCLR_TEACH_REPOSITORY" in (SITE / "_sources" / f"{name}.ipynb").read_text()
+
+
 def test_launch_links_follow_the_one_repository_setting(tmp_path):
     """With a repository URL, each notebook's page links to Binder, Colab and the repository;
     the site built from pyproject.toml has them exactly when its Repository is set."""
