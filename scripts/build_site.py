@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
 import assignments  # noqa: E402
-from normalise_notebooks import GUARD_END, GUARD_START, repository_url  # noqa: E402
+from normalise_notebooks import repository_url, split_guard  # noqa: E402
 
 SITE = REPO / "site"
 BUILD = SITE / "_build"
@@ -75,43 +75,54 @@ def student_cells(root: Path) -> dict[str, dict[str, dict]]:
     return found
 
 
+def _is_progress_bar(data: dict) -> bool:
+    """A tqdm bar's output: its last state says nothing on a page."""
+    return WIDGET in data and re.search(r"\d+%\|", "".join(data.get("text/plain", ""))) is not None
+
+
 def _page_outputs(outputs: list[dict]) -> list[dict]:
-    """A code cell's outputs for a page: widgets become a note, progress bars go."""
+    """A code cell's outputs for a page: widgets show their picture (or a note), bars go."""
     kept = []
     for output in outputs:
         data = output.get("data", {})
         if WIDGET not in data:
             kept.append(output)
+        elif _is_progress_bar(data):
             continue
-        plain = "".join(data.get("text/plain", ""))
-        if re.search(r"\d+%\|", plain):  # a tqdm bar: its last state says nothing on a page
-            continue
-        if "text/html" in data:  # an Explorer's picture of itself (widgets.Explorer.static_html)
+        elif "text/html" in data:  # an Explorer's picture of itself (Explorer.static_html)
             kept.append({**output, "data": {"text/html": data["text/html"]}})
-            continue
-        kept.append(
-            {"output_type": "display_data", "metadata": {}, "data": {"text/html": WIDGET_NOTE}}
-        )
+        else:
+            note = {"text/html": WIDGET_NOTE}
+            kept.append({"output_type": "display_data", "metadata": {}, "data": note})
     return kept
+
+
+def widget_notebooks() -> list[str]:
+    """The stems of the notebooks with a widget (not a progress bar) among their outputs."""
+    found = []
+    for path in notebooks():
+        cells = json.loads(path.read_text())["cells"]
+        outputs = [o.get("data", {}) for c in cells for o in c.get("outputs", [])]
+        if any(WIDGET in data and not _is_progress_bar(data) for data in outputs):
+            found.append(path.stem)
+    return found
 
 
 def _split_guard(cell: dict) -> list[dict]:
     """The first code cell as two: the install guard (hidden on the page, kept in the
     downloadable notebook) and the rest (the notebook's imports)."""
-    source = "".join(cell["source"])
-    end = source.find(GUARD_END)
-    if not source.startswith(GUARD_START) or end < 0:
+    guard, rest = split_guard("".join(cell["source"]))
+    if not guard:
         return [cell]
-    end += len(GUARD_END)
-    guard = {
+    hidden = {
         "cell_type": "code",
         "id": "install-guard",
         "metadata": {"tags": ["remove-cell"]},
-        "source": source[:end],
+        "source": guard,
         "outputs": [],
         "execution_count": None,
     }
-    return [guard, {**cell, "source": source[end:].removeprefix("\n")}]
+    return [hidden, {**cell, "source": rest}]
 
 
 def page_notebook(path: Path, student: dict[str, dict] | None) -> dict:

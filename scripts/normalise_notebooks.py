@@ -64,14 +64,20 @@ def install_guard(url: str) -> str:
     return GUARD.format(start=GUARD_START, url=url, end=GUARD_END.rstrip("\n"))
 
 
+def split_guard(source: str) -> tuple[str, str]:
+    """``source`` as (its install guard, the rest); ("", source) if it has none."""
+    if not source.startswith(GUARD_START):
+        return "", source
+    end = source.find(GUARD_END)
+    if end < 0:
+        raise ValueError("the install guard of the first code cell is damaged: delete it")
+    end += len(GUARD_END)
+    return source[:end], source[end:].removeprefix("\n")
+
+
 def with_guard(source: str, url: str) -> str:
     """``source`` with the install guard at its top, replacing an older guard."""
-    if source.startswith(GUARD_START):
-        end = source.find(GUARD_END)
-        if end < 0:
-            raise ValueError("the install guard of the first code cell is damaged: delete it")
-        source = source[end + len(GUARD_END) :].removeprefix("\n")
-    return install_guard(url) + source
+    return install_guard(url) + split_guard(source)[1]
 
 
 def normalise(path: str | Path, url: str | None = None) -> int:

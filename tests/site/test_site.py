@@ -106,15 +106,7 @@ def test_the_sidebar_lists_the_course_in_order(page, site):
     assert pages == [path.stem for path in NOTEBOOKS]
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        "01_augmentations",
-        "02_nt_xent_loss",
-        "05_evaluation_tsne_knn",
-        "06_temperature_augmentation_lab",
-    ],
-)
+@pytest.mark.parametrize("name", build_site.widget_notebooks())
 def test_each_widget_shows_its_picture_not_a_repr(page, site, name):
     """An explorer's cell shows its controls' values, its picture (loaded) and that it is live
     in JupyterLab."""
